@@ -1,0 +1,55 @@
+//! Finding the signing secrets, with errors that say how to fix them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context as _};
+
+use crate::signature::{SecretError, Secrets};
+
+/// The environment variable Clerk's own SDK reads.
+pub const SECRET_ENV: &str = "CLERK_WEBHOOK_SIGNING_SECRET";
+
+/// The credential name to use with systemd's `LoadCredential=`.
+pub const CREDENTIAL_NAME: &str = "clerk-webhook-secret";
+
+const FIX: &str =
+    "copy the endpoint's Signing Secret (whsec_...) from the Clerk Dashboard, Webhooks";
+
+/// Loads the secrets from, in order: `file`, the systemd credential, the
+/// environment variable. The first source present is the only one used.
+///
+/// # Errors
+/// When no source is present or the one used holds no valid secret. The
+/// message names the source and how to fix it, never the secret.
+pub fn load_secrets(file: Option<&Path>) -> anyhow::Result<Secrets> {
+    if let Some(path) = file {
+        return from_file(path, &format!("secret file {}", path.display()));
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let path = PathBuf::from(dir).join(CREDENTIAL_NAME);
+        if path.exists() {
+            return from_file(&path, &format!("credential {CREDENTIAL_NAME}"));
+        }
+    }
+    match std::env::var(SECRET_ENV) {
+        Ok(text) => parse(&text, SECRET_ENV),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(anyhow!("{SECRET_ENV} is not valid UTF-8; {FIX}"))
+        }
+        Err(std::env::VarError::NotPresent) => Err(anyhow!(
+            "no signing secret: set {SECRET_ENV} or pass --secret-file PATH; {FIX}"
+        )),
+    }
+}
+
+fn from_file(path: &Path, source: &str) -> anyhow::Result<Secrets> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {source}"))?;
+    parse(&text, source)
+}
+
+fn parse(text: &str, source: &str) -> anyhow::Result<Secrets> {
+    Secrets::parse(text).map_err(|e| match e {
+        SecretError::Missing => anyhow!("{source} is empty; {FIX}"),
+        other => anyhow!("{source}: {other}; {FIX}"),
+    })
+}

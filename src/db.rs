@@ -1,0 +1,328 @@
+//! The SQLite file: opening it, its schema, and applying one delivery.
+//!
+//! One connection writes (owned by [`crate::writer`]); an r2d2 pool of
+//! read-only connections serves health checks and status, and in WAL mode
+//! they never wait for the writer. `synchronous=FULL` makes every commit
+//! reach the disk before it returns, which is what lets a `200` mean "kept".
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
+
+use crate::event::{Change, Delivery};
+
+/// The whole schema; every statement is idempotent.
+pub const SCHEMA: &str = include_str!("../schema.sql");
+
+/// Stored in `PRAGMA user_version`. Bump it with every change to
+/// `schema.sql`, and teach [`migrate`] the step from the previous version.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Pool of read-only connections.
+pub type ReadPool = r2d2::Pool<SqliteConnectionManager>;
+
+/// What a delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The mirror changed.
+    Applied,
+    /// Older than what the mirror holds; recorded, nothing changed.
+    Stale,
+    /// An event type that is not mirrored; recorded, nothing changed.
+    Ignored,
+    /// This `svix-id` was already recorded; nothing at all happened.
+    Duplicate,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Stale => "stale",
+            Outcome::Ignored => "ignored",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Opens (creating if missing) the database for writing, applies the schema
+/// and the pragmas that make it durable and readable while written.
+///
+/// # Errors
+/// When the file cannot be opened or created, is not a SQLite database, is
+/// from a newer clerk-sync, or stays locked past `busy_timeout`.
+pub fn open_writer(path: &Path, busy_timeout: Duration) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path)
+        .with_context(|| format!("cannot open database {}", path.display()))?;
+    conn.busy_timeout(busy_timeout)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .with_context(|| format!("{} is not a usable SQLite database", path.display()))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        bail!(
+            "{} cannot use WAL mode (journal_mode is {mode})",
+            path.display()
+        );
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    migrate(&conn).with_context(|| format!("cannot prepare schema in {}", path.display()))?;
+    Ok(conn)
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction.
+///
+/// # Errors
+/// When the file was written by a newer version, or SQLite fails.
+pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        bail!("schema version {version} is newer than this binary's {SCHEMA_VERSION}; upgrade clerk-sync");
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(SCHEMA)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// A pool of read-only connections for everything that is not the writer.
+///
+/// # Errors
+/// When the first connection cannot be opened.
+pub fn read_pool(path: &Path, busy_timeout: Duration) -> anyhow::Result<ReadPool> {
+    let manager = SqliteConnectionManager::file(path)
+        .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .with_init(move |c| c.busy_timeout(busy_timeout));
+    r2d2::Pool::builder()
+        .max_size(4)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(2))
+        .build(manager)
+        .context("cannot open read connections")
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Applies one delivery: dedupe on its id, change the mirror, record it.
+///
+/// The caller wraps this in a transaction or savepoint, so the event row and
+/// the user row are written together or not at all.
+///
+/// # Errors
+/// Any SQLite failure; the caller rolls back.
+pub fn apply(conn: &Connection, d: &Delivery, received_at: i64) -> rusqlite::Result<Outcome> {
+    let seen = conn
+        .prepare_cached("SELECT 1 FROM webhook_events WHERE id = ?1")?
+        .query_row([&d.id], |_| Ok(()))
+        .optional()?;
+    if seen.is_some() {
+        return Ok(Outcome::Duplicate);
+    }
+    let outcome = match (&d.change, &d.object_id) {
+        (Change::Upsert(u), Some(clerk_id)) => {
+            // Guard: never go back in time, and a tombstone yields only to a
+            // strictly newer version of the user.
+            let changed = conn
+                .prepare_cached(
+                    "INSERT INTO users (clerk_id, email, first_name, last_name, username,
+                        image_url, external_id, created_at, updated_at, deleted_at, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)
+                     ON CONFLICT(clerk_id) DO UPDATE SET
+                        email = excluded.email, first_name = excluded.first_name,
+                        last_name = excluded.last_name, username = excluded.username,
+                        image_url = excluded.image_url, external_id = excluded.external_id,
+                        created_at = COALESCE(excluded.created_at, users.created_at),
+                        updated_at = excluded.updated_at,
+                        deleted_at = NULL, data = excluded.data
+                     WHERE CASE WHEN users.deleted_at IS NULL
+                                THEN users.updated_at IS NULL OR excluded.updated_at >= users.updated_at
+                                ELSE excluded.updated_at > users.deleted_at END",
+                )?
+                .execute(params![
+                    clerk_id,
+                    u.email,
+                    u.first_name,
+                    u.last_name,
+                    u.username,
+                    u.image_url,
+                    u.external_id,
+                    u.created_at,
+                    u.updated_at,
+                    u.data
+                ])?;
+            if changed == 1 {
+                Outcome::Applied
+            } else {
+                Outcome::Stale
+            }
+        }
+        (
+            Change::Delete {
+                external_id,
+                deleted_at,
+            },
+            Some(clerk_id),
+        ) => {
+            // Deletion is final in Clerk, so a delete always lands; only a
+            // second, earlier delete of a tombstone changes nothing.
+            let changed = conn
+                .prepare_cached(
+                    "INSERT INTO users (clerk_id, external_id, deleted_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(clerk_id) DO UPDATE SET
+                        email = NULL, first_name = NULL, last_name = NULL, username = NULL,
+                        image_url = NULL, data = NULL,
+                        external_id = COALESCE(users.external_id, excluded.external_id),
+                        deleted_at = excluded.deleted_at
+                     WHERE users.deleted_at IS NULL OR excluded.deleted_at > users.deleted_at",
+                )?
+                .execute(params![clerk_id, external_id, deleted_at])?;
+            if changed == 1 {
+                Outcome::Applied
+            } else {
+                Outcome::Stale
+            }
+        }
+        _ => Outcome::Ignored,
+    };
+    conn.prepare_cached(
+        "INSERT INTO webhook_events (id, type, received_at, object_id, event_timestamp, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        d.id,
+        d.event_type,
+        received_at,
+        d.object_id,
+        d.timestamp_ms,
+        outcome.as_str()
+    ])?;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event;
+
+    fn memory() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        migrate(&conn).unwrap();
+        conn
+    }
+
+    fn upsert(id: &str, user: &str, updated_at: i64, name: &str) -> Delivery {
+        let body = format!(
+            r#"{{"type":"user.updated","timestamp":{updated_at},"data":{{"id":"{user}","updated_at":{updated_at},"first_name":"{name}"}}}}"#
+        );
+        event::parse(id.into(), body.as_bytes(), 0).unwrap()
+    }
+
+    fn delete(id: &str, user: &str, ts: i64) -> Delivery {
+        let body = format!(
+            r#"{{"type":"user.deleted","timestamp":{ts},"data":{{"id":"{user}","deleted":true}}}}"#
+        );
+        event::parse(id.into(), body.as_bytes(), 0).unwrap()
+    }
+
+    fn row(conn: &Connection, user: &str) -> (Option<String>, Option<i64>, Option<i64>) {
+        conn.query_row(
+            "SELECT first_name, updated_at, deleted_at FROM users WHERE clerk_id = ?1",
+            [user],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap()
+    }
+
+    const T: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn schema_applies_twice_and_records_its_version() {
+        let conn = memory();
+        migrate(&conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert!(migrate(&conn).is_err(), "a newer file must not be touched");
+    }
+
+    #[test]
+    fn updates_are_ordered_by_updated_at() {
+        let conn = memory();
+        assert_eq!(
+            apply(&conn, &upsert("m1", "u", T + 10, "new"), 1).unwrap(),
+            Outcome::Applied
+        );
+        assert_eq!(
+            apply(&conn, &upsert("m2", "u", T, "old"), 1).unwrap(),
+            Outcome::Stale
+        );
+        assert_eq!(row(&conn, "u"), (Some("new".into()), Some(T + 10), None));
+        assert_eq!(
+            apply(&conn, &upsert("m1", "u", T + 99, "dup"), 1).unwrap(),
+            Outcome::Duplicate
+        );
+        assert_eq!(row(&conn, "u").0.as_deref(), Some("new"));
+        let outcomes: Vec<String> = conn
+            .prepare("SELECT outcome FROM webhook_events ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(outcomes, ["applied", "stale"]);
+    }
+
+    #[test]
+    fn tombstones_hold_until_a_strictly_newer_version() {
+        let conn = memory();
+        apply(&conn, &upsert("m1", "u", T, "a"), 1).unwrap();
+        assert_eq!(
+            apply(&conn, &delete("m2", "u", T + 5), 1).unwrap(),
+            Outcome::Applied
+        );
+        assert_eq!(row(&conn, "u"), (None, Some(T), Some(T + 5)));
+        assert_eq!(
+            apply(&conn, &upsert("m3", "u", T + 5, "same"), 1).unwrap(),
+            Outcome::Stale
+        );
+        assert_eq!(
+            apply(&conn, &upsert("m4", "u", T + 6, "back"), 1).unwrap(),
+            Outcome::Applied
+        );
+        assert_eq!(row(&conn, "u"), (Some("back".into()), Some(T + 6), None));
+    }
+
+    #[test]
+    fn a_never_seen_user_gets_a_tombstone_that_late_creates_respect() {
+        let conn = memory();
+        assert_eq!(
+            apply(&conn, &delete("m1", "ghost", T), 1).unwrap(),
+            Outcome::Applied
+        );
+        assert_eq!(row(&conn, "ghost"), (None, None, Some(T)));
+        assert_eq!(
+            apply(&conn, &upsert("m2", "ghost", T - 1, "late"), 1).unwrap(),
+            Outcome::Stale
+        );
+        assert_eq!(
+            apply(&conn, &delete("m3", "ghost", T - 9), 1).unwrap(),
+            Outcome::Stale
+        );
+        assert_eq!(row(&conn, "ghost"), (None, None, Some(T)));
+    }
+}

@@ -1,0 +1,58 @@
+//! Why a request was refused, and the HTTP status each reason maps to.
+//!
+//! The messages go to the client in a JSON body and to the log, so they say
+//! what was wrong without echoing a secret, a signature or the body.
+
+use hyper::StatusCode;
+
+use crate::event::EventError;
+use crate::signature::VerifyError;
+use crate::writer::WriteError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    #[error("malformed {0} header")]
+    MalformedHeader(&'static str),
+    #[error("body is larger than the {0}-byte limit")]
+    TooLarge(u64),
+    #[error("body was not received in time")]
+    BodyTimeout,
+    #[error("body could not be read")]
+    BodyRead,
+    #[error(transparent)]
+    Signature(#[from] VerifyError),
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error("database unavailable, retry later")]
+    Unavailable(#[from] WriteError),
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::MissingHeader(_) | Rejection::MalformedHeader(_) => StatusCode::BAD_REQUEST,
+            Rejection::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Rejection::BodyRead => StatusCode::BAD_REQUEST,
+            Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
+            Rejection::Event(_) => StatusCode::BAD_REQUEST,
+            Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::MissingHeader(_) | Rejection::MalformedHeader(_) => "malformed_headers",
+            Rejection::TooLarge(_) => "too_large",
+            Rejection::BodyTimeout | Rejection::BodyRead => "body_read",
+            Rejection::Signature(VerifyError::NoMatch) => "bad_signature",
+            Rejection::Signature(VerifyError::TooOld(_)) => "too_old",
+            Rejection::Signature(VerifyError::TooNew(_)) => "too_new",
+            Rejection::Event(_) => "not_an_event",
+            Rejection::Unavailable(_) => "database",
+        }
+    }
+}

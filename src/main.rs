@@ -1,0 +1,52 @@
+//! The `clerk-sync` binary: parse the command line, set up logging, run.
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use clerk_sync::cli::{Cli, Command, LogFormat};
+use clerk_sync::{server, tools};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => LogFormat::Text,
+    };
+    init_logging(format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line, with its causes, so it reads well in journalctl.
+            eprintln!("clerk-sync: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => server::serve(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Send(args) => tools::send(args).await,
+            Command::Sign(args) => tools::sign(args),
+            Command::Verify(args) => tools::verify(args),
+            Command::Status(args) => tools::status(args),
+        }
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}

@@ -1,0 +1,284 @@
+//! Request handling: routing, the webhook pipeline, health.
+//!
+//! The webhook pipeline runs its checks in the contract's order: headers
+//! (400), body size while reading (413), signature and time window (401),
+//! event shape (400), then the write (200 only after commit, else 503).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{
+    HeaderMap, HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT,
+};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::db::{self, Outcome, ReadPool};
+use crate::error::Rejection;
+use crate::event;
+use crate::metrics::Metrics;
+use crate::signature::{self, Secrets};
+use crate::writer::{WriteError, Writer};
+
+/// A slow client gets this long to send its whole body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An oversized body is read and thrown away up to this much, so a client
+/// that sends everything before reading still sees the 413 instead of a reset.
+const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// How long a delivery may wait for the writer to start on it. With the busy
+/// timeout on top, the answer still comes well inside Svix's 15 s.
+const WRITE_BUDGET: Duration = Duration::from_secs(8);
+
+/// The last resort: whatever happens, answer before Svix gives up.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(14);
+
+/// The longest `svix-id` accepted. Svix's are about 31 characters.
+const MAX_ID_LEN: usize = 256;
+
+pub type Body = Full<Bytes>;
+
+/// What every request handler shares.
+pub struct App {
+    pub path: String,
+    pub secrets: Secrets,
+    pub tolerance: u64,
+    pub max_body: u64,
+    pub writer: Writer,
+    pub readers: ReadPool,
+    pub metrics: Metrics,
+}
+
+/// Routes one request. Never fails: every problem is an HTTP answer.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path();
+    let response = if path == app.path {
+        if req.method() == Method::POST {
+            webhook(&app, req).await
+        } else {
+            method_not_allowed("POST")
+        }
+    } else if path == "/healthz" {
+        match *req.method() {
+            Method::GET | Method::HEAD => health(&app).await,
+            _ => method_not_allowed("GET, HEAD"),
+        }
+    } else if path == "/metrics" {
+        match *req.method() {
+            Method::GET | Method::HEAD => app.metrics.render(&app.readers).await,
+            _ => method_not_allowed("GET, HEAD"),
+        }
+    } else {
+        error_response(StatusCode::NOT_FOUND, "not found")
+    };
+    Ok(response)
+}
+
+async fn webhook(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let result = tokio::time::timeout(ANSWER_DEADLINE, receive(app, req)).await;
+    let latency = started.elapsed();
+    let result = result.unwrap_or(Err((None, Rejection::Unavailable(WriteError::Deadline))));
+    match result {
+        Ok((delivery, outcome)) => {
+            tracing::info!(
+                svix_id = %delivery.id,
+                r#type = %delivery.event_type,
+                outcome = outcome.as_str(),
+                latency_ms = latency.as_secs_f64() * 1e3,
+                "delivery"
+            );
+            app.metrics.delivery(&delivery.event_type, outcome, latency);
+            json_response(
+                StatusCode::OK,
+                &json!({ "ok": true, "id": delivery.id, "outcome": outcome.as_str() }),
+            )
+        }
+        Err((id, rejection)) => {
+            let status = rejection.status();
+            if status.is_server_error() {
+                tracing::warn!(svix_id = id.as_deref(), reason = rejection.reason(), error = %rejection, "delivery not written");
+            } else {
+                tracing::info!(svix_id = id.as_deref(), outcome = "rejected", reason = rejection.reason(), error = %rejection, latency_ms = latency.as_secs_f64() * 1e3, "delivery");
+            }
+            app.metrics.rejected(rejection.reason(), latency);
+            let mut response = error_response(status, &rejection.to_string());
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                // The rest of the body may still be on its way; do not reuse the connection.
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
+    }
+}
+
+type Received = Result<(event::Delivery, Outcome), (Option<String>, Rejection)>;
+
+async fn receive(app: &App, req: Request<Incoming>) -> Received {
+    let (parts, body) = req.into_parts();
+    let headers = SvixHeaders::from(&parts.headers).map_err(|r| (None, r))?;
+    let id = || Some(headers.id.clone());
+    let expect_continue = parts.headers.get(EXPECT).is_some();
+    let declared = content_length(&parts.headers);
+    let bytes = read_body(body, app.max_body, declared, expect_continue)
+        .await
+        .map_err(|r| (id(), r))?;
+    app.secrets
+        .verify(
+            &headers.id,
+            headers.timestamp,
+            &headers.signature,
+            &bytes,
+            db::now_ms() / 1000,
+            app.tolerance,
+        )
+        .map_err(|e| (id(), e.into()))?;
+    let delivery =
+        event::parse(headers.id.clone(), &bytes, db::now_ms()).map_err(|e| (id(), e.into()))?;
+    let outcome = app
+        .writer
+        .apply(delivery.clone(), WRITE_BUDGET)
+        .await
+        .map_err(|e| (id(), e.into()))?;
+    Ok((delivery, outcome))
+}
+
+/// The three signature headers, each read under its `svix-` name or, failing
+/// that, its Standard Webhooks `webhook-` name.
+struct SvixHeaders {
+    id: String,
+    timestamp: i64,
+    signature: String,
+}
+
+impl SvixHeaders {
+    fn from(headers: &HeaderMap) -> Result<Self, Rejection> {
+        let id = header(headers, "svix-id", "webhook-id")?;
+        if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Rejection::MalformedHeader("svix-id"));
+        }
+        let timestamp =
+            signature::parse_timestamp(header(headers, "svix-timestamp", "webhook-timestamp")?)
+                .ok_or(Rejection::MalformedHeader("svix-timestamp"))?;
+        let signature = header(headers, "svix-signature", "webhook-signature")?;
+        if signature.trim().is_empty() {
+            return Err(Rejection::MalformedHeader("svix-signature"));
+        }
+        Ok(Self {
+            id: id.to_owned(),
+            timestamp,
+            signature: signature.to_owned(),
+        })
+    }
+}
+
+fn header<'h>(
+    headers: &'h HeaderMap,
+    name: &'static str,
+    fallback: &'static str,
+) -> Result<&'h str, Rejection> {
+    let value = headers
+        .get(name)
+        .or_else(|| headers.get(fallback))
+        .ok_or(Rejection::MissingHeader(name))?;
+    value.to_str().map_err(|_| Rejection::MalformedHeader(name))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Reads the body, refusing it as soon as it passes `max`. A body declared
+/// too large is refused before any of it is read.
+async fn read_body(
+    mut body: Incoming,
+    max: u64,
+    declared: Option<u64>,
+    expect_continue: bool,
+) -> Result<Vec<u8>, Rejection> {
+    if declared.is_some_and(|n| n > max) {
+        // With `Expect: 100-continue` the client waits for a go-ahead, so
+        // answering now spares it sending the body at all.
+        if !expect_continue {
+            drain(body).await;
+        }
+        return Err(Rejection::TooLarge(max));
+    }
+    let capacity = usize::try_from(declared.unwrap_or(0).min(max)).unwrap_or(0);
+    let read = async {
+        let mut buf = Vec::with_capacity(capacity);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| Rejection::BodyRead)?;
+            if let Ok(data) = frame.into_data() {
+                if (buf.len() + data.len()) as u64 > max {
+                    drain(body).await;
+                    return Err(Rejection::TooLarge(max));
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf)
+    };
+    tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .unwrap_or(Err(Rejection::BodyTimeout))
+}
+
+/// Reads and discards what is left of a body, within bounds of size and time.
+async fn drain(mut body: Incoming) {
+    let discard = async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                seen += data.len() as u64;
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(BODY_TIMEOUT, discard).await;
+}
+
+async fn health(app: &App) -> Response<Body> {
+    let readers = app.readers.clone();
+    let check = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
+        let conn = readers.get()?;
+        Ok(conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?)
+    });
+    match tokio::time::timeout(Duration::from_secs(3), check).await {
+        Ok(Ok(Ok(_))) => json_response(StatusCode::OK, &json!({ "ok": true })),
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "health check failed");
+            error_response(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+        _ => error_response(StatusCode::SERVICE_UNAVAILABLE, "database did not answer"),
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn error_response(status: StatusCode, reason: &str) -> Response<Body> {
+    json_response(status, &json!({ "ok": false, "error": reason }))
+}
+
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

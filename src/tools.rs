@@ -1,0 +1,451 @@
+//! The development and operations subcommands: `send`, `sign`, `verify`,
+//! `status`. They use the same secret sources and the same signature code
+//! as `serve`, so what they sign is what the receiver accepts.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper::{Request, Uri};
+use ring::rand::{SecureRandom as _, SystemRandom};
+use rusqlite::{Connection, OpenFlags};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+
+use crate::cli::{SendArgs, SignArgs, StatusArgs, VerifyArgs};
+use crate::signature::{self, Secrets, VerifyError};
+use crate::{config, db};
+
+/// `send`: signs a built-in event or a file's bytes and POSTs it.
+///
+/// # Errors
+/// Missing secret, unreadable file, unreachable URL.
+pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
+    let secrets = config::load_secrets(args.secrets.secret_file.as_deref())?;
+    let body = match builtin_event(&args.event, args.user_id.as_deref(), args.email.as_deref())? {
+        Some(body) => body,
+        None => std::fs::read(&args.event).with_context(|| {
+            format!(
+                "{} is neither user.created, user.updated, user.deleted nor a readable file",
+                args.event
+            )
+        })?,
+    };
+    let id = message_id()?;
+    let timestamp = db::now_ms() / 1000;
+    let signature = secrets.sign(&id, timestamp, &body);
+    let (status, answer) = tokio::time::timeout(
+        Duration::from_secs(20),
+        post(&args.url, &id, timestamp, &signature, body),
+    )
+    .await
+    .context("no answer within 20 s")??;
+    println!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    println!("{answer}");
+    Ok(if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Builds a realistic Clerk envelope for the three user events, or `None`
+/// when `event` is not one of them.
+///
+/// # Errors
+/// When `user_id` is not a plausible id.
+pub fn builtin_event(
+    event: &str,
+    user_id: Option<&str>,
+    email: Option<&str>,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    if !matches!(event, "user.created" | "user.updated" | "user.deleted") {
+        return Ok(None);
+    }
+    let now = db::now_ms();
+    let user_id = match user_id {
+        Some(id) if !id.is_empty() => id.to_owned(),
+        Some(_) => bail!("--user-id must not be empty"),
+        None => format!("user_{}", random_base62(27)?),
+    };
+    let data = if event == "user.deleted" {
+        json!({ "deleted": true, "id": user_id, "object": "user" })
+    } else {
+        let email_id = format!("idn_{}", random_base62(27)?);
+        let email = email.map_or_else(
+            || format!("{}@example.com", user_id.to_lowercase()),
+            str::to_owned,
+        );
+        json!({
+            "backup_code_enabled": false,
+            "banned": false,
+            "create_organization_enabled": true,
+            "created_at": now,
+            "delete_self_enabled": true,
+            "email_addresses": [{
+                "created_at": now,
+                "email_address": email,
+                "id": email_id,
+                "linked_to": [],
+                "object": "email_address",
+                "reserved": false,
+                "updated_at": now,
+                "verification": { "attempts": null, "expire_at": null, "status": "verified", "strategy": "email_code" }
+            }],
+            "external_accounts": [],
+            "external_id": null,
+            "first_name": "Test",
+            "has_image": false,
+            "id": user_id,
+            "image_url": "https://img.clerk.com/placeholder",
+            "last_active_at": now,
+            "last_name": "User",
+            "last_sign_in_at": null,
+            "locked": false,
+            "object": "user",
+            "password_enabled": true,
+            "phone_numbers": [],
+            "primary_email_address_id": email_id,
+            "primary_phone_number_id": null,
+            "primary_web3_wallet_id": null,
+            "private_metadata": {},
+            "public_metadata": {},
+            "two_factor_enabled": false,
+            "unsafe_metadata": {},
+            "updated_at": now,
+            "username": null,
+            "web3_wallets": []
+        })
+    };
+    let envelope = json!({
+        "data": data,
+        "event_attributes": { "http_request": { "client_ip": "127.0.0.1", "user_agent": "clerk-sync send" } },
+        "instance_id": "ins_clerksynclocaltest",
+        "object": "event",
+        "timestamp": now,
+        "type": event,
+    });
+    Ok(Some(serde_json::to_vec(&envelope)?))
+}
+
+async fn post(
+    url: &str,
+    id: &str,
+    timestamp: i64,
+    signature: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(hyper::StatusCode, String)> {
+    let uri: Uri = url.parse().with_context(|| format!("{url} is not a URL"))?;
+    if uri.scheme_str() != Some("http") {
+        bail!("only http:// URLs are supported (send to the receiver directly, not through TLS)");
+    }
+    let host = uri.host().context("the URL has no host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = TcpStream::connect((host, port))
+        .await
+        .with_context(|| format!("cannot connect to {host}:{port}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let authority = uri.authority().map_or(host.to_owned(), |a| a.to_string());
+    let request = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header("host", authority)
+        .header("content-type", "application/json")
+        .header(
+            "user-agent",
+            concat!("clerk-sync/", env!("CARGO_PKG_VERSION")),
+        )
+        .header("svix-id", id)
+        .header("svix-timestamp", timestamp.to_string())
+        .header("svix-signature", signature)
+        .body(Full::new(Bytes::from(body)))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// `sign`: prints the three headers and a curl line for a file's bytes.
+///
+/// # Errors
+/// Missing secret or unreadable file.
+pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
+    let secrets = config::load_secrets(args.secrets.secret_file.as_deref())?;
+    let body = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let id = match args.id {
+        Some(id) => id,
+        None => message_id()?,
+    };
+    let timestamp = args.timestamp.unwrap_or_else(|| db::now_ms() / 1000);
+    let signature = secrets.sign(&id, timestamp, &body);
+    println!("svix-id: {id}");
+    println!("svix-timestamp: {timestamp}");
+    println!("svix-signature: {signature}");
+    println!(
+        "curl -sS -X POST {} -H 'content-type: application/json' -H 'svix-id: {id}' -H 'svix-timestamp: {timestamp}' -H 'svix-signature: {signature}' --data-binary @{}",
+        shell_quote(&args.url),
+        shell_quote(&args.file.display().to_string())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verify`: checks a saved delivery and says why it fails.
+///
+/// # Errors
+/// Missing secret or unreadable file; a bad delivery is exit code 1, not an error.
+pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let secrets = config::load_secrets(args.secrets.secret_file.as_deref())?;
+    let body = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    match check_delivery(&secrets, &args, &body, db::now_ms() / 1000) {
+        Ok(note) => {
+            println!("valid: {note}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(reason) => {
+            eprintln!("invalid: {reason}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn check_delivery(
+    secrets: &Secrets,
+    args: &VerifyArgs,
+    body: &[u8],
+    now: i64,
+) -> Result<String, String> {
+    let timestamp = signature::parse_timestamp(args.timestamp.trim()).ok_or_else(|| {
+        format!(
+            "--timestamp {:?} is not a Unix time in whole seconds",
+            args.timestamp
+        )
+    })?;
+    if !args.signature.split(' ').any(|e| {
+        e.split_once(',')
+            .is_some_and(|(v, s)| v == "v1" && !s.is_empty())
+    }) {
+        return Err(
+            "the signature has no v1,<base64> entry (is it the svix-signature header value?)"
+                .into(),
+        );
+    }
+    if !secrets.matches(&args.id, timestamp, &args.signature, body) {
+        return Err(format!(
+            "no v1 signature matches under {} secret(s): the secret is wrong, or the body, id or timestamp \
+             differ from what was signed (the body must be the exact bytes received)",
+            secrets.len()
+        ));
+    }
+    let age = now - timestamp;
+    let when = if age >= 0 {
+        format!("signed {age} s ago")
+    } else {
+        format!("signed {} s in the future", -age)
+    };
+    let tolerance = args.tolerance;
+    match (!args.ignore_timestamp).then_some(tolerance) {
+        Some(tolerance) => match signature::check_window(timestamp, now, tolerance) {
+            Ok(()) => Ok(format!("signature matches, {when}, within the {tolerance} s tolerance")),
+            Err(VerifyError::TooOld(by)) => Err(format!(
+                "signature matches, but the timestamp is {by} s old, beyond the {tolerance} s tolerance \
+                 (--ignore-timestamp checks the signature alone)"
+            )),
+            Err(VerifyError::TooNew(by)) => Err(format!(
+                "signature matches, but the timestamp is {by} s in the future, beyond the {tolerance} s tolerance (clock skew?)"
+            )),
+            Err(VerifyError::NoMatch) => unreachable!("check_window only judges time"),
+        },
+        None => Ok(format!("signature matches, {when}")),
+    }
+}
+
+/// `status`: counts, last event, schema version and integrity, read-only.
+///
+/// # Errors
+/// When the file is missing or is not a clerk-sync database.
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let report = status_report(&args.db)?;
+    let ok = report["integrity"] == "ok";
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_status(&report);
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Gathers the status figures in one read transaction, so they agree with
+/// each other even while `serve` writes.
+///
+/// # Errors
+/// When the file cannot be opened read-only or lacks the schema.
+pub fn status_report(path: &Path) -> anyhow::Result<Value> {
+    if !path.exists() {
+        bail!("no database at {}", path.display());
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("cannot open {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let tx = conn.unchecked_transaction()?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let (users, active, tombstones): (i64, i64, i64) = tx
+        .query_row(
+            "SELECT count(*), count(*) FILTER (WHERE deleted_at IS NULL),
+                    count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM users",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .with_context(|| format!("{} is not a clerk-sync database", path.display()))?;
+    let mut by_type = serde_json::Map::new();
+    let mut events = 0i64;
+    let mut stmt = tx.prepare("SELECT type, outcome, count(*) FROM webhook_events GROUP BY type, outcome ORDER BY type, outcome")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (kind, outcome, n) = row?;
+        events += n;
+        let entry = by_type.entry(kind).or_insert_with(|| json!({}));
+        entry[outcome] = json!(n);
+    }
+    drop(stmt);
+    let last: Option<(String, String, i64)> = tx
+        .query_row(
+            "SELECT id, type, received_at FROM webhook_events ORDER BY received_at DESC, rowid DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .ok();
+    let integrity: Vec<String> = tx
+        .prepare("PRAGMA integrity_check")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let journal: String = tx.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    tx.finish()?;
+    Ok(json!({
+        "database": path.display().to_string(),
+        "schema_version": version,
+        "journal_mode": journal,
+        "users": { "total": users, "active": active, "tombstones": tombstones },
+        "events": { "total": events, "by_type": by_type },
+        "last_event": last.map(|(id, kind, at)| json!({
+            "id": id, "type": kind, "received_at": at,
+            "seconds_ago": (db::now_ms() - at) / 1000,
+        })),
+        "integrity": integrity.join("; "),
+    }))
+}
+
+fn print_status(r: &Value) {
+    println!("database        {}", r["database"].as_str().unwrap_or(""));
+    println!(
+        "schema version  {} (journal {})",
+        r["schema_version"],
+        r["journal_mode"].as_str().unwrap_or("")
+    );
+    let u = &r["users"];
+    println!(
+        "users           {} ({} active, {} tombstones)",
+        u["total"], u["active"], u["tombstones"]
+    );
+    println!("events          {}", r["events"]["total"]);
+    if let Some(types) = r["events"]["by_type"].as_object() {
+        for (kind, outcomes) in types {
+            let parts: Vec<String> = outcomes
+                .as_object()
+                .map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect())
+                .unwrap_or_default();
+            println!("  {kind:<28} {}", parts.join(", "));
+        }
+    }
+    match r["last_event"].as_object() {
+        Some(last) => println!(
+            "last event      {} {} at {} ms ({} s ago)",
+            last["type"].as_str().unwrap_or(""),
+            last["id"].as_str().unwrap_or(""),
+            last["received_at"],
+            last["seconds_ago"]
+        ),
+        None => println!("last event      none"),
+    }
+    println!("integrity       {}", r["integrity"].as_str().unwrap_or(""));
+}
+
+/// A fresh Svix-style message id: `msg_` and 27 base62 characters.
+///
+/// # Errors
+/// When the system's random source fails.
+pub fn message_id() -> anyhow::Result<String> {
+    Ok(format!("msg_{}", random_base62(27)?))
+}
+
+fn random_base62(len: usize) -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut bytes = vec![0u8; len];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+    // 256 is not a multiple of 62, so the modulo is slightly uneven; these
+    // ids need to be unique, not uniform.
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect())
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{self, Change};
+
+    #[test]
+    fn builtin_events_parse_as_what_they_claim() {
+        for kind in ["user.created", "user.updated", "user.deleted"] {
+            let body = builtin_event(kind, Some("user_abc"), Some("a@b.test"))
+                .unwrap()
+                .unwrap();
+            let d = event::parse("msg_x".into(), &body, 0).unwrap();
+            assert_eq!(d.event_type, kind);
+            assert_eq!(d.object_id.as_deref(), Some("user_abc"));
+            match d.change {
+                Change::Upsert(u) => assert_eq!(u.email.as_deref(), Some("a@b.test")),
+                Change::Delete { .. } => assert_eq!(kind, "user.deleted"),
+                Change::Record => panic!("{kind} must be mirrored"),
+            }
+        }
+        assert!(builtin_event("session.created", None, None)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn message_ids_look_like_svix_ids() {
+        let a = message_id().unwrap();
+        assert!(a.starts_with("msg_") && a.len() == 31, "{a}");
+        assert_ne!(a, message_id().unwrap());
+    }
+}
