@@ -1,0 +1,626 @@
+//! The HTTP table of the contract: status codes, check order, paths.
+
+use serde_json::json;
+
+use crate::common::*;
+
+fn created_body() -> Vec<u8> {
+    let id = unique_user_id();
+    user_event(
+        "user.created",
+        &user_data(&id, 1_700_000_000_000, 1_700_000_000_000),
+    )
+}
+
+/// A valid `user.created` padded with trailing JSON whitespace to exactly `len` bytes.
+fn created_body_of_len(len: usize) -> Vec<u8> {
+    let mut b = created_body();
+    assert!(b.len() <= len, "base body already {} bytes", b.len());
+    b.resize(len, b' ');
+    b
+}
+
+fn chunked(body: &[u8], chunk: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in body.chunks(chunk) {
+        out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        out.extend_from_slice(part);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+fn without(h: &[(String, Vec<u8>)], name: &str) -> Vec<(String, Vec<u8>)> {
+    h.iter().filter(|(k, _)| k != name).cloned().collect()
+}
+
+fn replace(h: &[(String, Vec<u8>)], name: &str, value: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = without(h, name);
+    out.push((name.to_string(), value.to_vec()));
+    out
+}
+
+#[tokio::test]
+async fn verified_delivery_is_200_with_small_json_body() {
+    let s = Server::start();
+    let d = delivery(fixture("clerk/user.created.json"));
+    let r = s.deliver(&d).await;
+    assert_status(&r, 200, "docs user.created");
+    let v = r
+        .json()
+        .unwrap_or_else(|| panic!("200 body is not JSON: {:?}", r.text()));
+    assert!(v.is_object(), "200 body should be a JSON object: {v}");
+    assert!(
+        r.body.len() < 1024,
+        "200 body is not small: {} bytes",
+        r.body.len()
+    );
+    // Committed before the answer: a fresh connection sees it at once.
+    let c = s.db();
+    assert!(event_row(&c, &d.id).is_some());
+    assert!(user_row(&c, "user_29w83sxmDNGwOuEthce5gg56FcC").is_some());
+
+    // Already applied: still 200 with a JSON body.
+    let r = s.deliver(&d.resigned(SECRET)).await;
+    assert_status(&r, 200, "retry");
+    assert!(r.json().is_some(), "retry body is not JSON: {:?}", r.text());
+}
+
+#[tokio::test]
+async fn missing_or_malformed_headers_are_400() {
+    let s = Server::start();
+    let d = delivery(created_body());
+    let good = d.headers();
+
+    for name in ["svix-id", "svix-timestamp", "svix-signature"] {
+        let r = s.post(&s.path, &without(&good, name), &d.body).await;
+        assert_status(&r, 400, &format!("missing {name}"));
+        r.assert_json_reason();
+    }
+    let r = s.post(&s.path, &base_headers(), &d.body).await;
+    assert_status(&r, 400, "no svix headers at all");
+
+    let r = s
+        .post(&s.path, &replace(&good, "svix-id", b""), &d.body)
+        .await;
+    assert_status(&r, 400, "empty svix-id");
+    r.assert_json_reason();
+
+    for ts in [
+        "abc",
+        "12a",
+        "-1",
+        "",
+        "1.5",
+        "0x10",
+        "99999999999999999999",
+    ] {
+        // Signed over the malformed timestamp, so only the header shape is wrong.
+        let sig = sign(SECRET, &d.id, ts, &d.body);
+        let h = hdrs(&[
+            ("svix-id", &d.id),
+            ("svix-timestamp", ts),
+            ("svix-signature", &sig),
+        ]);
+        let r = s.post(&s.path, &h, &d.body).await;
+        assert_status(&r, 400, &format!("svix-timestamp {ts:?}"));
+        r.assert_json_reason();
+    }
+
+    let c = s.db();
+    assert_eq!(count(&c, "webhook_events"), 0);
+    assert_eq!(count(&c, "users"), 0);
+}
+
+#[tokio::test]
+async fn webhook_header_names_fall_back_one_by_one() {
+    let s = Server::start();
+
+    let d = delivery(created_body());
+    let h = hdrs(&[
+        ("webhook-id", &d.id),
+        ("webhook-timestamp", &d.ts),
+        ("webhook-signature", &d.sig),
+    ]);
+    assert_status(
+        &s.post(&s.path, &h, &d.body).await,
+        200,
+        "all three webhook-*",
+    );
+    assert!(
+        event_row(&s.db(), &d.id).is_some(),
+        "webhook-id is the event id"
+    );
+
+    let d = delivery(created_body());
+    let h = hdrs(&[
+        ("svix-id", &d.id),
+        ("svix-timestamp", &d.ts),
+        ("webhook-signature", &d.sig),
+    ]);
+    assert_status(
+        &s.post(&s.path, &h, &d.body).await,
+        200,
+        "only webhook-signature",
+    );
+
+    let d = delivery(created_body());
+    let h = hdrs(&[
+        ("webhook-id", &d.id),
+        ("svix-timestamp", &d.ts),
+        ("svix-signature", &d.sig),
+    ]);
+    assert_status(&s.post(&s.path, &h, &d.body).await, 200, "only webhook-id");
+    assert!(event_row(&s.db(), &d.id).is_some());
+
+    let d = delivery(created_body());
+    let h = hdrs(&[
+        ("svix-id", &d.id),
+        ("webhook-timestamp", &d.ts),
+        ("svix-signature", &d.sig),
+    ]);
+    assert_status(
+        &s.post(&s.path, &h, &d.body).await,
+        200,
+        "only webhook-timestamp",
+    );
+
+    // The svix- name wins when both are present: a bad svix-signature is not
+    // rescued by a good webhook-signature.
+    let d = delivery(created_body());
+    let bad = sign(OTHER_SECRET, &d.id, &d.ts, &d.body);
+    let h = hdrs(&[
+        ("svix-id", &d.id),
+        ("svix-timestamp", &d.ts),
+        ("svix-signature", &bad),
+        ("webhook-signature", &d.sig),
+    ]);
+    assert_status(
+        &s.post(&s.path, &h, &d.body).await,
+        401,
+        "svix-signature preferred",
+    );
+
+    // A missing header is still missing when only the other names are given.
+    let d = delivery(created_body());
+    let h = hdrs(&[("webhook-id", &d.id), ("webhook-signature", &d.sig)]);
+    assert_status(
+        &s.post(&s.path, &h, &d.body).await,
+        400,
+        "no timestamp under either name",
+    );
+}
+
+const LIMIT: u64 = 2048;
+
+fn small_limit_server() -> Server {
+    Server::with(Config {
+        max_body: Some(LIMIT),
+        ..Config::default()
+    })
+}
+
+#[tokio::test]
+async fn body_over_max_body_is_413_with_content_length() {
+    let s = small_limit_server();
+    let d = delivery(created_body_of_len(LIMIT as usize + 1));
+    let head = raw_head(
+        s.addr,
+        &s.path,
+        &d.headers(),
+        &[&format!("content-length: {}", d.body.len())],
+    );
+    let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+    assert_status(&r, 413, "one byte over --max-body");
+    r.assert_json_reason();
+
+    // Far over the limit: the server may answer before reading it all.
+    let big = created_body_of_len(4 << 20);
+    let d = delivery(big);
+    let head = raw_head(
+        s.addr,
+        &s.path,
+        &d.headers(),
+        &[&format!("content-length: {}", d.body.len())],
+    );
+    let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+    assert_status(&r, 413, "4 MiB with --max-body 2048");
+
+    let c = s.db();
+    assert_eq!(count(&c, "webhook_events"), 0);
+    assert_eq!(count(&c, "users"), 0);
+    assert_status(&s.get("/healthz").await, 200, "healthy after 413s");
+}
+
+#[tokio::test]
+async fn body_over_max_body_is_413_with_chunked_encoding() {
+    let s = small_limit_server();
+    for len in [LIMIT as usize + 1, 1 << 20] {
+        let d = delivery(created_body_of_len(len));
+        let head = raw_head(
+            s.addr,
+            &s.path,
+            &d.headers(),
+            &["transfer-encoding: chunked"],
+        );
+        let body = chunked(&d.body, 1000);
+        let r = raw_exchange(s.addr, &head, &[&body]).await;
+        assert_status(&r, 413, &format!("chunked body of {len} bytes"));
+    }
+    assert_eq!(count(&s.db(), "webhook_events"), 0);
+}
+
+#[tokio::test]
+async fn body_exactly_at_max_body_is_accepted() {
+    let s = small_limit_server();
+    let d = delivery(created_body_of_len(LIMIT as usize));
+    assert_eq!(d.body.len() as u64, LIMIT);
+    assert_status(&s.deliver(&d).await, 200, "body exactly --max-body bytes");
+
+    let d = delivery(created_body_of_len(LIMIT as usize));
+    let head = raw_head(
+        s.addr,
+        &s.path,
+        &d.headers(),
+        &["transfer-encoding: chunked"],
+    );
+    let body = chunked(&d.body, 700);
+    let r = raw_exchange(s.addr, &head, &[&body]).await;
+    assert_status(&r, 200, "chunked body exactly --max-body bytes");
+    assert_eq!(count(&s.db(), "webhook_events"), 2);
+}
+
+#[tokio::test]
+async fn checks_run_in_contract_order() {
+    let s = small_limit_server();
+
+    // Missing headers AND oversized: headers are checked first -> 400.
+    let d = delivery(created_body_of_len(LIMIT as usize + 100));
+    let h = without(&d.headers(), "svix-id");
+    let head = raw_head(
+        s.addr,
+        &s.path,
+        &h,
+        &[&format!("content-length: {}", d.body.len())],
+    );
+    let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+    assert_status(&r, 400, "missing svix-id and oversized body");
+
+    let h = replace(&d.headers(), "svix-timestamp", b"12a");
+    let head = raw_head(s.addr, &s.path, &h, &["transfer-encoding: chunked"]);
+    let r = raw_exchange(s.addr, &head, &[&chunked(&d.body, 512)]).await;
+    assert_status(&r, 400, "malformed timestamp and oversized chunked body");
+
+    // Oversized with a bad signature: size before signature -> 413.
+    let bad = sign(OTHER_SECRET, &d.id, &d.ts, &d.body);
+    let h = replace(&d.headers(), "svix-signature", bad.as_bytes());
+    let head = raw_head(
+        s.addr,
+        &s.path,
+        &h,
+        &[&format!("content-length: {}", d.body.len())],
+    );
+    let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+    assert_status(&r, 413, "oversized body with a bad signature");
+
+    // Oversized with a stale timestamp: still 413.
+    let ts = (now_secs() - 100_000).to_string();
+    let sig = sign(SECRET, &d.id, &ts, &d.body);
+    let h = hdrs(&[
+        ("svix-id", &d.id),
+        ("svix-timestamp", &ts),
+        ("svix-signature", &sig),
+    ]);
+    let head = raw_head(
+        s.addr,
+        &s.path,
+        &h,
+        &[&format!("content-length: {}", d.body.len())],
+    );
+    let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+    assert_status(&r, 413, "oversized body with a stale timestamp");
+
+    // Bad signature AND not JSON: signature before content -> 401.
+    let nd = delivery(b"this is not json".to_vec());
+    let bad = sign(OTHER_SECRET, &nd.id, &nd.ts, &nd.body);
+    let h = replace(&nd.headers(), "svix-signature", bad.as_bytes());
+    let r = s.post(&s.path, &h, &nd.body).await;
+    assert_status(&r, 401, "bad signature and not JSON");
+
+    // Stale timestamp AND not a Clerk event -> 401.
+    let ts = (now_secs() - 100_000).to_string();
+    let body = br#"{"hello":"world"}"#.to_vec();
+    let sig = sign(SECRET, "msg_stale", &ts, &body);
+    let h = hdrs(&[
+        ("svix-id", "msg_stale"),
+        ("svix-timestamp", &ts),
+        ("svix-signature", &sig),
+    ]);
+    assert_status(
+        &s.post(&s.path, &h, &body).await,
+        401,
+        "stale and not an event",
+    );
+
+    assert_eq!(count(&s.db(), "webhook_events"), 0);
+}
+
+#[tokio::test]
+async fn verified_but_not_a_clerk_event_is_400() {
+    let s = Server::start();
+    let uid = unique_user_id();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("not JSON", b"hello, not json".to_vec()),
+        (
+            "truncated JSON",
+            br#"{"type":"user.created","data":{"id":"#.to_vec(),
+        ),
+        ("not UTF-8", vec![0xff, 0xfe, 0x00, 0x7b, 0x80]),
+        ("empty body", Vec::new()),
+        ("JSON array", b"[1,2,3]".to_vec()),
+        ("JSON string", br#""user.created""#.to_vec()),
+        ("empty object", b"{}".to_vec()),
+        (
+            "no type",
+            to_body(&json!({"object":"event","timestamp":1,"data": user_data(&uid, 1, 1)})),
+        ),
+        (
+            "no data",
+            to_body(&json!({"object":"event","timestamp":1,"type":"user.created"})),
+        ),
+    ];
+    for (what, body) in cases {
+        let r = s.deliver(&delivery(body)).await;
+        assert_status(&r, 400, what);
+        r.assert_json_reason();
+    }
+    let c = s.db();
+    assert_eq!(
+        count(&c, "webhook_events"),
+        0,
+        "rejected deliveries recorded"
+    );
+    assert_eq!(count(&c, "users"), 0);
+}
+
+#[tokio::test]
+async fn mirrored_event_without_data_id_is_400_and_records_nothing() {
+    let s = Server::start();
+    let mut data = user_data("user_placeholder", 1_700_000_000_000, 1_700_000_000_000);
+    data.as_object_mut().unwrap().remove("id");
+    let mut null_id = user_data("user_placeholder", 1_700_000_000_000, 1_700_000_000_000);
+    null_id["id"] = serde_json::Value::Null;
+    let cases = vec![
+        (
+            "user.created without data.id",
+            user_event("user.created", &data),
+        ),
+        (
+            "user.updated without data.id",
+            user_event("user.updated", &data),
+        ),
+        (
+            "user.created with data.id null",
+            user_event("user.created", &null_id),
+        ),
+        (
+            "user.deleted without data.id",
+            to_body(&envelope(
+                "user.deleted",
+                json!({"object":"user","deleted":true}),
+                1_700_000_000_000,
+            )),
+        ),
+    ];
+    for (what, body) in cases {
+        let d = delivery(body);
+        let r = s.deliver(&d).await;
+        assert_status(&r, 400, what);
+        r.assert_json_reason();
+        assert!(event_row(&s.db(), &d.id).is_none(), "{what}: recorded");
+    }
+    let c = s.db();
+    assert_eq!(count(&c, "webhook_events"), 0);
+    assert_eq!(count(&c, "users"), 0);
+}
+
+#[tokio::test]
+async fn unmirrored_event_types_are_200_and_recorded_only() {
+    let s = Server::start();
+    let mut ids = Vec::new();
+    for f in [
+        "clerk/session.created.json",
+        "clerk/organization.created.json",
+        "clerk/organizationMembership.created.json",
+    ] {
+        let body = fixture(f);
+        let kind = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["type"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let d = delivery(body);
+        assert_status(&s.deliver(&d).await, 200, f);
+        ids.push((d.id, kind));
+    }
+    // A type nobody has heard of, with a user-shaped data object.
+    let uid = unique_user_id();
+    let d = delivery(user_event("user.frobnicated", &user_data(&uid, 1, 2)));
+    assert_status(&s.deliver(&d).await, 200, "unknown type");
+    ids.push((d.id, "user.frobnicated".to_string()));
+
+    let c = s.db();
+    for (id, kind) in &ids {
+        let (t, _) = event_row(&c, id).unwrap_or_else(|| panic!("{kind} not recorded"));
+        assert_eq!(&t, kind);
+    }
+    assert_eq!(count(&c, "webhook_events"), ids.len() as i64);
+    assert_eq!(count(&c, "users"), 0, "a non-user event changed users");
+}
+
+#[tokio::test]
+async fn healthz_methods_and_paths() {
+    let s = Server::start();
+    let r = s.get("/healthz").await;
+    assert_status(&r, 200, "GET /healthz");
+
+    let r = s.get(&s.path).await;
+    assert_status(&r, 405, "GET on the webhook path");
+    for m in ["PUT", "DELETE", "PATCH"] {
+        let r = request(s.addr, m, &s.path, &base_headers(), b"{}".to_vec()).await;
+        assert_status(&r, 405, &format!("{m} on the webhook path"));
+    }
+
+    let d = delivery(created_body());
+    for p in [
+        "/",
+        "/other",
+        "/api/clerk-webhook/extra",
+        "/api/clerk-webhoo",
+    ] {
+        let r = s.post(p, &d.headers(), &d.body).await;
+        assert_status(&r, 404, &format!("POST {p}"));
+    }
+    assert_status(&s.get("/nope").await, 404, "GET /nope");
+    assert_eq!(count(&s.db(), "webhook_events"), 0);
+}
+
+#[tokio::test]
+async fn custom_path_replaces_the_default() {
+    let s = Server::with(Config {
+        path: Some("/hooks/clerk".into()),
+        ..Config::default()
+    });
+    let d = delivery(created_body());
+    let r = s.post(DEFAULT_PATH, &d.headers(), &d.body).await;
+    assert_status(&r, 404, "default path when --path is set");
+    assert_status(
+        &s.post("/hooks/clerk", &d.headers(), &d.body).await,
+        200,
+        "custom path",
+    );
+    assert_status(&s.get("/hooks/clerk").await, 405, "GET custom path");
+    assert_status(&s.get("/healthz").await, 200, "healthz");
+}
+
+#[tokio::test]
+async fn every_flag_can_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("from-env.db");
+    let s = Server::with(Config {
+        listen_and_db_flags: false,
+        db: Some(db.clone()),
+        path: None,
+        extra_env: vec![
+            ("CLERK_SYNC_LISTEN".into(), "127.0.0.1:0".into()),
+            ("CLERK_SYNC_DB".into(), db.to_string_lossy().into_owned()),
+            ("CLERK_SYNC_PATH".into(), "/env/hook".into()),
+            ("CLERK_SYNC_MAX_BODY".into(), LIMIT.to_string()),
+            ("CLERK_SYNC_TOLERANCE".into(), "60".into()),
+        ],
+        ..Config::default()
+    });
+    let d = delivery(created_body());
+    assert_status(
+        &s.post("/env/hook", &d.headers(), &d.body).await,
+        200,
+        "CLERK_SYNC_PATH",
+    );
+    assert_status(
+        &s.post(DEFAULT_PATH, &d.headers(), &d.body).await,
+        404,
+        "default path",
+    );
+    assert!(db.exists(), "CLERK_SYNC_DB not used");
+    assert!(event_row(&open_db(&db), &d.id).is_some());
+
+    let big = delivery(created_body_of_len(LIMIT as usize + 1));
+    let head = raw_head(
+        s.addr,
+        "/env/hook",
+        &big.headers(),
+        &[&format!("content-length: {}", big.body.len())],
+    );
+    assert_status(
+        &raw_exchange(s.addr, &head, &[&big.body]).await,
+        413,
+        "CLERK_SYNC_MAX_BODY",
+    );
+
+    let body = created_body();
+    let ts = (now_secs() - 90).to_string();
+    let sig = sign(SECRET, "msg_envtol", &ts, &body);
+    let h = hdrs(&[
+        ("svix-id", "msg_envtol"),
+        ("svix-timestamp", &ts),
+        ("svix-signature", &sig),
+    ]);
+    assert_status(
+        &s.post("/env/hook", &h, &body).await,
+        401,
+        "CLERK_SYNC_TOLERANCE=60, 90 s old",
+    );
+}
+
+#[tokio::test]
+async fn nothing_in_a_header_crashes_the_server() {
+    let s = Server::start();
+    let d = delivery(created_body());
+    let many = std::iter::repeat_n("v1,AAAA", 400)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let odd_sigs: Vec<Vec<u8>> = vec![
+        vec![b'v', b'1', b',', 0xff, 0xfe, 0x80],
+        b",,,,,,".to_vec(),
+        b"v1,,v1,,v1".to_vec(),
+        b"          ".to_vec(),
+        b"v1,=".to_vec(),
+        b"v1,====".to_vec(),
+        "v1,\u{00e9}\u{00e9}".as_bytes().to_vec(),
+        many.into_bytes(),
+        format!("v1,{}", "A".repeat(6000)).into_bytes(),
+    ];
+    for sig in odd_sigs {
+        let h = replace(&d.headers(), "svix-signature", &sig);
+        let head = raw_head(
+            s.addr,
+            &s.path,
+            &h,
+            &[&format!("content-length: {}", d.body.len())],
+        );
+        let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+        assert!(
+            r.status == 400 || r.status == 401,
+            "odd signature header {:?}: got {} {:?}",
+            String::from_utf8_lossy(&sig),
+            r.status,
+            r.text()
+        );
+    }
+    for (name, val) in [
+        ("svix-id", vec![0xff, 0xfe]),
+        ("svix-timestamp", vec![0xff, b'1']),
+        ("svix-timestamp", "١٢٣".as_bytes().to_vec()),
+    ] {
+        let h = replace(&d.headers(), name, &val);
+        let head = raw_head(
+            s.addr,
+            &s.path,
+            &h,
+            &[&format!("content-length: {}", d.body.len())],
+        );
+        let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+        assert!(
+            r.status == 400 || r.status == 401,
+            "odd {name}: got {} {:?}",
+            r.status,
+            r.text()
+        );
+    }
+    assert_status(&s.get("/healthz").await, 200, "healthz after odd headers");
+    assert_status(
+        &s.deliver(&d).await,
+        200,
+        "the genuine delivery still works",
+    );
+}

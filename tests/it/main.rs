@@ -1,0 +1,12 @@
+//! Black-box integration tests for the `clerk-sync` binary.
+//!
+//! Every test starts the real binary on 127.0.0.1 port 0 with its own
+//! temporary SQLite file, talks HTTP to it and reads the database with
+//! rusqlite. Deliveries are signed by an independent helper that is checked
+//! against published Standard Webhooks test vectors.
+
+mod common;
+mod http;
+mod lifecycle;
+mod mirror;
+mod signatures;
