@@ -165,6 +165,22 @@ pub fn apply(conn: &Connection, d: &Delivery, received_at: i64) -> rusqlite::Res
             if changed == 1 {
                 Outcome::Applied
             } else {
+                // Not newer than the tombstone: the user stays deleted, but
+                // the columns a tombstone keeps take the newest version seen,
+                // so the table ends the same whatever order Svix delivered in.
+                conn.prepare_cached(
+                    "UPDATE users SET updated_at = ?2,
+                        created_at = COALESCE(?3, created_at),
+                        external_id = COALESCE(?4, external_id)
+                     WHERE clerk_id = ?1 AND deleted_at IS NOT NULL AND ?2 <= deleted_at
+                       AND (updated_at IS NULL OR ?2 > updated_at)",
+                )?
+                .execute(params![
+                    clerk_id,
+                    u.updated_at,
+                    u.created_at,
+                    u.external_id
+                ])?;
                 Outcome::Stale
             }
         }
@@ -308,6 +324,28 @@ mod tests {
     }
 
     #[test]
+    fn late_versions_fill_a_tombstone_without_reviving_it() {
+        let conn = memory();
+        apply(&conn, &delete("m1", "u", T + 100), 1).unwrap();
+        assert_eq!(
+            apply(&conn, &upsert("m2", "u", T + 50, "late"), 1).unwrap(),
+            Outcome::Stale
+        );
+        assert_eq!(
+            apply(&conn, &upsert("m3", "u", T + 20, "older"), 1).unwrap(),
+            Outcome::Stale
+        );
+        // Same row as if the updates had come before the delete.
+        assert_eq!(row(&conn, "u"), (None, Some(T + 50), Some(T + 100)));
+        let data: Option<String> = conn
+            .query_row("SELECT data FROM users WHERE clerk_id = 'u'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(data, None);
+    }
+
+    #[test]
     fn a_never_seen_user_gets_a_tombstone_that_late_creates_respect() {
         let conn = memory();
         assert_eq!(
@@ -323,6 +361,6 @@ mod tests {
             apply(&conn, &delete("m3", "ghost", T - 9), 1).unwrap(),
             Outcome::Stale
         );
-        assert_eq!(row(&conn, "ghost"), (None, None, Some(T)));
+        assert_eq!(row(&conn, "ghost"), (None, Some(T - 1), Some(T)));
     }
 }
