@@ -95,10 +95,8 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
         }
         commit_batch(&mut conn, &mut batch);
     }
-    // Leave the WAL folded into the main file for readers that come later.
-    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
-        tracing::debug!(error = %e, "final checkpoint skipped");
-    }
+    // Checkpoints are left to SQLite's default (automatic, and on the last
+    // close): forcing one could race a replicator such as Litestream.
 }
 
 fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
