@@ -9,4 +9,5 @@ mod common;
 mod http;
 mod lifecycle;
 mod mirror;
+mod service;
 mod signatures;

@@ -1,0 +1,778 @@
+//! Running it as a service: systemd notifications, credentials, JSON logs,
+//! metrics, and the `send`, `sign`, `verify` and `status` subcommands, all
+//! against the real binary.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn run_with_secret(args: &[&str]) -> Finished {
+    run_to_end(args, &[("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)])
+}
+
+fn url(s: &Server) -> String {
+    format!("http://{}{}", s.addr, s.path)
+}
+
+/// Reads datagrams until `until` matches one or the time runs out.
+fn collect(
+    socket: &UnixDatagram,
+    into: &mut Vec<String>,
+    until: impl Fn(&str) -> bool,
+    limit: Duration,
+) {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let done = until(&msg);
+            into.push(msg);
+            if done {
+                return;
+            }
+        }
+    }
+}
+
+fn notify_socket() -> (tempfile::TempDir, std::path::PathBuf, UnixDatagram) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    (dir, path, socket)
+}
+
+/// READY=1 comes once the port answers, WATCHDOG=1 at half of WATCHDOG_USEC,
+/// STOPPING=1 on SIGTERM, and the process then exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_notify_ready_watchdog_stopping_in_order() {
+    let (_dir, path, socket) = notify_socket();
+    let mut s = Server::with(Config {
+        extra_env: vec![
+            ("NOTIFY_SOCKET".into(), path.display().to_string()),
+            ("WATCHDOG_USEC".into(), "200000".into()),
+        ],
+        ..Config::default()
+    });
+    let mut messages = Vec::new();
+    collect(
+        &socket,
+        &mut messages,
+        |m| m.contains("READY=1"),
+        Duration::from_secs(5),
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("READY=1")),
+        "no READY=1: {messages:?}"
+    );
+    // Ready means ready: the listener answers.
+    assert_status(
+        &s.get("/healthz").await,
+        200,
+        "healthz once READY=1 was sent",
+    );
+
+    let mut pings = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pings < 2 && Instant::now() < deadline {
+        collect(
+            &socket,
+            &mut messages,
+            |m| m.contains("WATCHDOG=1"),
+            Duration::from_secs(1),
+        );
+        pings = messages.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    }
+    assert!(
+        pings >= 2,
+        "expected watchdog pings every ~100 ms: {messages:?}"
+    );
+
+    s.send_signal("-TERM");
+    collect(
+        &socket,
+        &mut messages,
+        |m| m.contains("STOPPING=1"),
+        Duration::from_secs(5),
+    );
+    assert!(s.wait_exit().success(), "exit after SIGTERM: {}", s.logs());
+
+    let ready = messages.iter().position(|m| m.contains("READY=1")).unwrap();
+    let first_ping = messages
+        .iter()
+        .position(|m| m.contains("WATCHDOG=1"))
+        .unwrap();
+    let stopping = messages
+        .iter()
+        .position(|m| m.contains("STOPPING=1"))
+        .unwrap_or_else(|| panic!("no STOPPING=1: {messages:?}"));
+    assert!(
+        ready < first_ping && first_ping < stopping,
+        "order: {messages:?}"
+    );
+    assert_eq!(messages.iter().filter(|m| m.contains("READY=1")).count(), 1);
+}
+
+/// Without WATCHDOG_USEC there are no pings; a watchdog meant for another
+/// process (WATCHDOG_PID) is ignored too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_watchdog_pings_unless_asked_for_this_process() {
+    let (_dir, path, socket) = notify_socket();
+    let mut s = Server::with(Config {
+        extra_env: vec![
+            ("NOTIFY_SOCKET".into(), path.display().to_string()),
+            ("WATCHDOG_USEC".into(), "100000".into()),
+            ("WATCHDOG_PID".into(), "1".into()),
+        ],
+        ..Config::default()
+    });
+    let mut messages = Vec::new();
+    collect(
+        &socket,
+        &mut messages,
+        |_| false,
+        Duration::from_millis(800),
+    );
+    assert!(s.stop().success());
+    assert!(
+        messages.iter().any(|m| m.contains("READY=1")),
+        "{messages:?}"
+    );
+    assert!(
+        !messages.iter().any(|m| m.contains("WATCHDOG=1")),
+        "{messages:?}"
+    );
+}
+
+/// systemd's LoadCredential= hands the secret over as a file in
+/// $CREDENTIALS_DIRECTORY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_from_systemd_credentials_directory() {
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(
+        creds.path().join("clerk-webhook-secret"),
+        format!("{SECRET_B}\n"),
+    )
+    .unwrap();
+    let s = Server::with(Config {
+        secret_env: None,
+        extra_env: vec![(
+            "CREDENTIALS_DIRECTORY".into(),
+            creds.path().display().to_string(),
+        )],
+        ..Config::default()
+    });
+    let uid = unique_user_id();
+    let body = user_event(
+        "user.created",
+        &user_data(&uid, 1_700_000_000_000, 1_700_000_000_000),
+    );
+    assert_status(
+        &s.deliver(&Delivery::with_secret(SECRET_B, body.clone()))
+            .await,
+        200,
+        "credential secret",
+    );
+    assert_status(
+        &s.deliver(&Delivery::with_secret(SECRET, body)).await,
+        401,
+        "other secret",
+    );
+}
+
+/// --log-format json: every line is a JSON object; deliveries carry their
+/// id, type and outcome; no email address or name is logged at info.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_one_line_per_delivery_without_personal_data() {
+    let mut s = Server::with(Config {
+        extra_env: vec![("CLERK_SYNC_LOG_FORMAT".into(), "json".into())],
+        ..Config::default()
+    });
+    let uid = unique_user_id();
+    let mut data = user_data(&uid, 1_700_000_000_000, 1_700_000_000_000);
+    data["first_name"] = "Zebulon".into();
+    data["last_name"] = "Quixote".into();
+    data["email_addresses"][0]["email_address"] = "private.person@example.net".into();
+    let created = delivery(user_event("user.created", &data));
+    assert_status(&s.deliver(&created).await, 200, "create");
+    assert_status(
+        &s.deliver(&created.resigned(SECRET)).await,
+        200,
+        "duplicate",
+    );
+    let mut bad = delivery(user_event("user.updated", &data));
+    bad.sig = sign(OTHER_SECRET, &bad.id, &bad.ts, &bad.body);
+    assert_status(&s.deliver(&bad).await, 401, "bad signature");
+    assert!(s.stop().success());
+
+    let logs = s.logs();
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let deliveries: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "delivery")
+        .collect();
+    let outcomes: Vec<&str> = deliveries
+        .iter()
+        .map(|l| l["fields"]["outcome"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(outcomes, ["applied", "duplicate", "rejected"], "{logs}");
+    assert_eq!(deliveries[0]["fields"]["svix_id"], created.id.as_str());
+    assert_eq!(deliveries[0]["fields"]["type"], "user.created");
+    assert_eq!(deliveries[2]["fields"]["reason"], "bad_signature");
+    assert!(deliveries
+        .iter()
+        .all(|l| l["fields"]["latency_ms"].is_number()));
+    for secret_word in ["private.person", "Zebulon", "Quixote", SECRET, &bad.sig] {
+        assert!(
+            !logs.contains(secret_word),
+            "{secret_word} leaked into logs"
+        );
+    }
+}
+
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_deliveries_rejections_and_the_mirror() {
+    let s = Server::start();
+    let empty = s.get("/metrics").await;
+    assert_status(&empty, 200, "metrics");
+    assert_eq!(
+        metric(&empty.text(), "clerk_sync_seconds_since_last_applied"),
+        Some(-1.0)
+    );
+
+    let (a, b) = (unique_user_id(), unique_user_id());
+    let t = now_ms();
+    let create_a = delivery(user_event("user.created", &user_data(&a, t, t)));
+    assert_status(&s.deliver(&create_a).await, 200, "a");
+    assert_status(&s.deliver(&create_a.resigned(SECRET)).await, 200, "a again");
+    assert_status(
+        &s.deliver(&delivery(user_event("user.created", &user_data(&b, t, t))))
+            .await,
+        200,
+        "b",
+    );
+    assert_status(
+        &s.deliver(&delivery(deleted_event(&b, None, t + 1))).await,
+        200,
+        "delete b",
+    );
+    let stale = delivery(user_event("user.updated", &user_data(&a, t, t - 5)));
+    assert_status(&s.deliver(&stale).await, 200, "stale");
+    assert_status(
+        &s.deliver(&delivery(fixture("clerk/session.created.json")))
+            .await,
+        200,
+        "session",
+    );
+    let mut forged = delivery(user_event("user.updated", &user_data(&a, t, t + 9)));
+    forged.sig = sign(OTHER_SECRET, &forged.id, &forged.ts, &forged.body);
+    assert_status(&s.deliver(&forged).await, 401, "forged");
+    let mut old = delivery(user_event("user.updated", &user_data(&a, t, t + 9)));
+    old.ts = (now_secs() - 3600).to_string();
+    old.sig = sign(SECRET, &old.id, &old.ts, &old.body);
+    assert_status(&s.deliver(&old).await, 401, "old");
+    let mut early = old.clone();
+    early.ts = (now_secs() + 3600).to_string();
+    early.sig = sign(SECRET, &early.id, &early.ts, &early.body);
+    assert_status(&s.deliver(&early).await, 401, "from the future");
+    assert_status(&s.post(&s.path, &hdrs(&[]), b"{}").await, 400, "no headers");
+
+    let m = s.get("/metrics").await;
+    assert_status(&m, 200, "metrics");
+    let text = m.text();
+    let want = [
+        (
+            "clerk_sync_deliveries_total{type=\"user.created\",outcome=\"applied\"}",
+            2.0,
+        ),
+        (
+            "clerk_sync_deliveries_total{type=\"user.created\",outcome=\"duplicate\"}",
+            1.0,
+        ),
+        (
+            "clerk_sync_deliveries_total{type=\"user.deleted\",outcome=\"applied\"}",
+            1.0,
+        ),
+        (
+            "clerk_sync_deliveries_total{type=\"user.updated\",outcome=\"stale\"}",
+            1.0,
+        ),
+        (
+            "clerk_sync_deliveries_total{type=\"session.created\",outcome=\"ignored\"}",
+            1.0,
+        ),
+        ("clerk_sync_rejections_total{reason=\"bad_signature\"}", 1.0),
+        ("clerk_sync_rejections_total{reason=\"too_old\"}", 1.0),
+        ("clerk_sync_rejections_total{reason=\"too_new\"}", 1.0),
+        (
+            "clerk_sync_rejections_total{reason=\"malformed_headers\"}",
+            1.0,
+        ),
+        ("clerk_sync_request_duration_seconds_count", 10.0),
+        ("clerk_sync_users", 1.0),
+        ("clerk_sync_tombstones", 1.0),
+    ];
+    for (name, value) in want {
+        assert_eq!(metric(&text, name), Some(value), "{name} in:\n{text}");
+    }
+    let since = metric(&text, "clerk_sync_seconds_since_last_applied").unwrap();
+    assert!((0.0..60.0).contains(&since), "{since}");
+    assert!(metric(&text, "clerk_sync_database_bytes").unwrap() > 4096.0);
+    assert_status(
+        &s.post("/metrics", &hdrs(&[]), b"").await,
+        405,
+        "POST /metrics",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_builtin_events_end_to_end() {
+    let s = Server::start();
+    let u = url(&s);
+    let out = run_with_secret(&[
+        "send",
+        "user.created",
+        "--url",
+        &u,
+        "--user-id",
+        "user_sendtest",
+        "--email",
+        "first@example.com",
+    ]);
+    assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.starts_with("200"), "{}", out.stdout);
+    let row = user_row(&s.db(), "user_sendtest").expect("row written");
+    assert_eq!(row.email.as_deref(), Some("first@example.com"));
+
+    // updated_at comes from the clock; make sure the next one is newer.
+    std::thread::sleep(Duration::from_millis(5));
+    let out = run_with_secret(&[
+        "send",
+        "user.updated",
+        "--url",
+        &u,
+        "--user-id",
+        "user_sendtest",
+        "--email",
+        "second@example.com",
+    ]);
+    assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        user_row(&s.db(), "user_sendtest").unwrap().email.as_deref(),
+        Some("second@example.com")
+    );
+
+    let out = run_with_secret(&[
+        "send",
+        "user.deleted",
+        "--url",
+        &u,
+        "--user-id",
+        "user_sendtest",
+    ]);
+    assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
+    let row = user_row(&s.db(), "user_sendtest").unwrap();
+    assert!(row.deleted_at.is_some() && row.email.is_none());
+
+    // Without --user-id a fresh user is made each time.
+    assert!(run_with_secret(&["send", "user.created", "--url", &u])
+        .status
+        .success());
+    assert_eq!(count(&s.db(), "users"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_a_file_and_report_failures() {
+    let s = Server::start();
+    let u = url(&s);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clerk/user.created.json");
+    let file = file.to_str().unwrap();
+    let out = run_with_secret(&["send", file, "--url", &u]);
+    assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
+    // The file's bytes were sent as they are: `data` is stored byte for byte.
+    let row = user_row(&s.db(), "user_29w83sxmDNGwOuEthce5gg56FcC").expect("fixture user");
+    let fixture_text = String::from_utf8(fixture("clerk/user.created.json")).unwrap();
+    assert!(fixture_text.contains(row.data.as_deref().unwrap()));
+
+    let wrong = run_to_end(
+        &["send", file, "--url", &u],
+        &[("CLERK_WEBHOOK_SIGNING_SECRET", OTHER_SECRET)],
+    );
+    assert!(!wrong.status.success());
+    assert!(wrong.stdout.starts_with("401"), "{}", wrong.stdout);
+
+    let not_found = run_with_secret(&[
+        "send",
+        "user.created",
+        "--url",
+        &format!("http://{}/nope", s.addr),
+    ]);
+    assert!(!not_found.status.success());
+    assert!(not_found.stdout.starts_with("404"), "{}", not_found.stdout);
+
+    let missing = run_with_secret(&["send", "no-such-file.json", "--url", &u]);
+    assert!(!missing.status.success());
+    assert!(
+        missing.stderr.contains("no-such-file.json"),
+        "{}",
+        missing.stderr
+    );
+
+    let unreachable = run_with_secret(&[
+        "send",
+        "user.created",
+        "--url",
+        "http://127.0.0.1:1/api/clerk-webhook",
+    ]);
+    assert!(!unreachable.status.success());
+    assert!(
+        unreachable.stderr.contains("connect"),
+        "{}",
+        unreachable.stderr
+    );
+}
+
+fn parse_sign_output(stdout: &str) -> (String, String, String, String) {
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+            .to_owned()
+    };
+    let curl = stdout
+        .lines()
+        .find(|l| l.starts_with("curl "))
+        .expect("a curl line")
+        .to_owned();
+    (
+        field("svix-id"),
+        field("svix-timestamp"),
+        field("svix-signature"),
+        curl,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_prints_headers_the_server_accepts() {
+    let s = Server::start();
+    let body = user_event(
+        "user.created",
+        &user_data(&unique_user_id(), 1_700_000_000_000, 1_700_000_000_000),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body.json");
+    std::fs::write(&file, &body).unwrap();
+    let out = run_with_secret(&["sign", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let (id, ts, sig, curl) = parse_sign_output(&out.stdout);
+    assert!(id.starts_with("msg_"));
+    assert!((now_secs() - ts.parse::<i64>().unwrap()).abs() < 60);
+    assert_eq!(
+        sig,
+        sign(SECRET, &id, &ts, &body),
+        "independent signer agrees"
+    );
+    assert!(
+        curl.contains(&format!("svix-signature: {sig}")) && curl.contains("--data-binary @"),
+        "{curl}"
+    );
+    let d = Delivery { id, ts, body, sig };
+    assert_status(&s.deliver(&d).await, 200, "signed by `sign`");
+
+    // Fixed id and timestamp give the published vector's signature.
+    let vectors = fixture_json("standard-webhooks-vectors.json");
+    let v = &vectors["valid_hmac"][0];
+    let payload = dir.path().join("vector.json");
+    std::fs::write(&payload, v["payload"].as_str().unwrap()).unwrap();
+    let out = run_to_end(
+        &[
+            "sign",
+            payload.to_str().unwrap(),
+            "--id",
+            v["msg_id"].as_str().unwrap(),
+            "--timestamp",
+            v["timestamp"].as_str().unwrap(),
+        ],
+        &[(
+            "CLERK_WEBHOOK_SIGNING_SECRET",
+            v["secret"].as_str().unwrap(),
+        )],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(
+        parse_sign_output(&out.stdout).2,
+        v["expected_signature"].as_str().unwrap()
+    );
+    assert!(!out.stdout.contains(v["secret"].as_str().unwrap()));
+}
+
+#[test]
+fn verify_accepts_valid_deliveries_and_says_why_others_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body.json");
+    let body = b"{\"type\":\"user.created\",\"data\":{\"id\":\"user_1\"}}".to_vec();
+    std::fs::write(&file, &body).unwrap();
+    let f = file.to_str().unwrap();
+    let id = unique_msg_id();
+    let ts = now_secs().to_string();
+    let sig = sign(SECRET, &id, &ts, &body);
+
+    let ok = run_with_secret(&[
+        "verify",
+        f,
+        "--id",
+        &id,
+        "--timestamp",
+        &ts,
+        "--signature",
+        &sig,
+    ]);
+    assert!(ok.status.success(), "{}{}", ok.stdout, ok.stderr);
+
+    // A second, rotated secret still verifies the old endpoint's signature.
+    let both = format!("{SECRET_B},{SECRET}");
+    let rotated = run_to_end(
+        &[
+            "verify",
+            f,
+            "--id",
+            &id,
+            "--timestamp",
+            &ts,
+            "--signature",
+            &sig,
+        ],
+        &[("CLERK_WEBHOOK_SIGNING_SECRET", &both)],
+    );
+    assert!(rotated.status.success(), "{}", rotated.stderr);
+
+    let wrong_secret = run_to_end(
+        &[
+            "verify",
+            f,
+            "--id",
+            &id,
+            "--timestamp",
+            &ts,
+            "--signature",
+            &sig,
+        ],
+        &[("CLERK_WEBHOOK_SIGNING_SECRET", OTHER_SECRET)],
+    );
+    assert!(!wrong_secret.status.success());
+    assert!(
+        wrong_secret.stderr.contains("secret is wrong"),
+        "{}",
+        wrong_secret.stderr
+    );
+
+    let changed = dir.path().join("changed.json");
+    std::fs::write(
+        &changed,
+        b"{\"type\":\"user.created\",\"data\":{\"id\":\"user_2\"}}",
+    )
+    .unwrap();
+    let tampered = run_with_secret(&[
+        "verify",
+        changed.to_str().unwrap(),
+        "--id",
+        &id,
+        "--timestamp",
+        &ts,
+        "--signature",
+        &sig,
+    ]);
+    assert!(!tampered.status.success());
+    assert!(tampered.stderr.contains("body"), "{}", tampered.stderr);
+
+    let old_ts = (now_secs() - 1000).to_string();
+    let old_sig = sign(SECRET, &id, &old_ts, &body);
+    let stale = run_with_secret(&[
+        "verify",
+        f,
+        "--id",
+        &id,
+        "--timestamp",
+        &old_ts,
+        "--signature",
+        &old_sig,
+    ]);
+    assert!(!stale.status.success());
+    assert!(
+        stale.stderr.contains("too old") || stale.stderr.contains("s old"),
+        "{}",
+        stale.stderr
+    );
+    assert!(
+        stale.stderr.contains("100"),
+        "says by how much: {}",
+        stale.stderr
+    );
+    let ignored = run_with_secret(&[
+        "verify",
+        f,
+        "--id",
+        &id,
+        "--timestamp",
+        &old_ts,
+        "--signature",
+        &old_sig,
+        "--ignore-timestamp",
+    ]);
+    assert!(ignored.status.success(), "{}", ignored.stderr);
+
+    let future_ts = (now_secs() + 1000).to_string();
+    let future_sig = sign(SECRET, &id, &future_ts, &body);
+    let future = run_with_secret(&[
+        "verify",
+        f,
+        "--id",
+        &id,
+        "--timestamp",
+        &future_ts,
+        "--signature",
+        &future_sig,
+    ]);
+    assert!(!future.status.success());
+    assert!(future.stderr.contains("future"), "{}", future.stderr);
+
+    for garbage in ["garbage", "v1,", "v2,abc"] {
+        let bad = run_with_secret(&[
+            "verify",
+            f,
+            "--id",
+            &id,
+            "--timestamp",
+            &ts,
+            "--signature",
+            garbage,
+        ]);
+        assert!(!bad.status.success(), "{garbage}");
+        assert!(bad.stderr.contains("v1"), "{garbage}: {}", bad.stderr);
+    }
+    let bad_ts = run_with_secret(&[
+        "verify",
+        f,
+        "--id",
+        &id,
+        "--timestamp",
+        "soon",
+        "--signature",
+        &sig,
+    ]);
+    assert!(!bad_ts.status.success());
+    assert!(!ok.stdout.contains(SECRET) && !tampered.stderr.contains(SECRET));
+}
+
+#[test]
+fn verify_checks_published_vectors_offline() {
+    let vectors = fixture_json("standard-webhooks-vectors.json");
+    let dir = tempfile::tempdir().unwrap();
+    for v in vectors["valid_hmac"].as_array().unwrap() {
+        let Some(payload) = v["payload"].as_str() else {
+            continue;
+        };
+        let file = dir.path().join("payload");
+        std::fs::write(&file, payload).unwrap();
+        let args = [
+            "verify",
+            file.to_str().unwrap(),
+            "--id",
+            v["msg_id"].as_str().unwrap(),
+            "--timestamp",
+            v["timestamp"].as_str().unwrap(),
+            "--signature",
+            v["expected_signature"].as_str().unwrap(),
+            "--ignore-timestamp",
+        ];
+        let out = run_to_end(
+            &args,
+            &[(
+                "CLERK_WEBHOOK_SIGNING_SECRET",
+                v["secret"].as_str().unwrap(),
+            )],
+        );
+        assert!(out.status.success(), "{}: {}", v["name"], out.stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_counts_while_serving() {
+    let s = Server::start();
+    let t = now_ms();
+    let (a, b) = (unique_user_id(), unique_user_id());
+    let last = delivery(fixture("clerk/session.created.json"));
+    for d in [
+        delivery(user_event("user.created", &user_data(&a, t, t))),
+        delivery(user_event("user.created", &user_data(&b, t, t))),
+        delivery(deleted_event(&b, None, t + 1)),
+        delivery(user_event("user.updated", &user_data(&a, t, t - 1))),
+        last.clone(),
+    ] {
+        assert_status(&s.deliver(&d).await, 200, "setup");
+    }
+    let db = s.db_path.to_str().unwrap();
+    let out = run_to_end(&["status", "--db", db, "--json"], &[]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let r: Value = serde_json::from_str(&out.stdout).expect("status --json is JSON");
+    assert_eq!(r["users"]["total"], 2);
+    assert_eq!(r["users"]["active"], 1);
+    assert_eq!(r["users"]["tombstones"], 1);
+    assert_eq!(r["events"]["total"], 5);
+    assert_eq!(r["events"]["by_type"]["user.created"]["applied"], 2);
+    assert_eq!(r["events"]["by_type"]["user.updated"]["stale"], 1);
+    assert_eq!(r["events"]["by_type"]["session.created"]["ignored"], 1);
+    assert_eq!(r["last_event"]["id"], last.id.as_str());
+    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["integrity"], "ok");
+    assert_eq!(r["journal_mode"], "wal");
+
+    let text = run_to_end(
+        &["status", "--db", db],
+        &[("CLERK_SYNC_DB", "ignored-by-flag.db")],
+    );
+    assert!(text.status.success());
+    assert!(
+        text.stdout.contains("2 (1 active, 1 tombstones)"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("integrity       ok"),
+        "{}",
+        text.stdout
+    );
+
+    // The server still takes deliveries after status has read the file.
+    let d = delivery(user_event("user.updated", &user_data(&a, t, t + 5)));
+    assert_status(&s.deliver(&d).await, 200, "after status");
+}
+
+#[test]
+fn status_on_a_missing_database_fails_without_creating_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.db");
+    let out = run_to_end(&["status", "--db", path.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("no database"), "{}", out.stderr);
+    assert!(!path.exists());
+}
