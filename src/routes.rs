@@ -89,7 +89,7 @@ async fn webhook(app: &App, req: Request<Incoming>) -> Response<Body> {
                 svix_id = %delivery.id,
                 r#type = %delivery.event_type,
                 outcome = outcome.as_str(),
-                latency_ms = latency.as_secs_f64() * 1e3,
+                latency_ms = millis(latency),
                 "delivery"
             );
             app.metrics.delivery(&delivery.event_type, outcome, latency);
@@ -103,7 +103,7 @@ async fn webhook(app: &App, req: Request<Incoming>) -> Response<Body> {
             if status.is_server_error() {
                 tracing::warn!(svix_id = id.as_deref(), reason = rejection.reason(), error = %rejection, "delivery not written");
             } else {
-                tracing::info!(svix_id = id.as_deref(), outcome = "rejected", reason = rejection.reason(), error = %rejection, latency_ms = latency.as_secs_f64() * 1e3, "delivery");
+                tracing::info!(svix_id = id.as_deref(), outcome = "rejected", reason = rejection.reason(), error = %rejection, latency_ms = millis(latency), "delivery");
             }
             app.metrics.rejected(rejection.reason(), latency);
             let mut response = error_response(status, &rejection.to_string());
@@ -260,6 +260,11 @@ async fn health(app: &App) -> Response<Body> {
         }
         _ => error_response(StatusCode::SERVICE_UNAVAILABLE, "database did not answer"),
     }
+}
+
+/// Milliseconds with microsecond precision: enough for a log line.
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {

@@ -610,3 +610,107 @@ async fn concurrent_duplicates_and_same_user_updates() {
     assert_eq!(row.updated_at, Some(T0 + 3_000));
     assert_eq!(count(&s.db(), "webhook_events"), 31);
 }
+
+/// Like [`request`], but a connection cut by a dying server is `None`
+/// instead of a panic.
+async fn try_deliver(addr: std::net::SocketAddr, path: &str, d: &Delivery) -> Option<u16> {
+    use http_body_util::{BodyExt as _, Full};
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(conn);
+    let mut req = hyper::Request::post(path).header("host", addr.to_string());
+    for (k, v) in d.headers() {
+        req = req.header(k, v);
+    }
+    let req = req
+        .body(Full::new(hyper::body::Bytes::from(d.body.clone())))
+        .ok()?;
+    let res = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let status = res.status().as_u16();
+    res.into_body().collect().await.ok()?;
+    Some(status)
+}
+
+/// SIGKILL in the middle of a burst: every delivery answered 200 before the
+/// kill is in the file afterwards, and a restart on that file works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_delivery_survives_a_kill() {
+    const N: usize = 400;
+    const CONNS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db");
+    let mut s = Server::with(Config {
+        db: Some(db.clone()),
+        ..Config::default()
+    });
+    let deliveries: Arc<Vec<Delivery>> = Arc::new(
+        (0..N)
+            .map(|i| {
+                let uid = unique_user_id();
+                delivery(user_event(
+                    "user.created",
+                    &user_data(&uid, T0 + i as i64, T0 + i as i64),
+                ))
+            })
+            .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let (addr, path) = (s.addr, s.path.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..CONNS {
+        let (deliveries, next, acked, path) = (
+            deliveries.clone(),
+            next.clone(),
+            acked.clone(),
+            path.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= N {
+                    break;
+                }
+                match try_deliver(addr, &path, &deliveries[i]).await {
+                    Some(200) => acked.lock().unwrap().push(deliveries[i].id.clone()),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        }));
+    }
+    // Kill once some, but not all, deliveries are acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.lock().unwrap().len() < N / 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let status = s.signal_and_wait("-KILL");
+    assert!(!status.success(), "SIGKILL must not look like a clean exit");
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(20), t)
+            .await
+            .expect("senders stop")
+            .expect("task");
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= N / 4, "only {} acknowledged", acked.len());
+
+    let c = open_db(&db);
+    for id in &acked {
+        assert_eq!(event_count_for(&c, id), 1, "acknowledged {id} was lost");
+    }
+    drop(c);
+    let again = Server::with(Config {
+        db: Some(db.clone()),
+        ..Config::default()
+    });
+    let retry = deliveries[0].resigned(SECRET);
+    assert_status(&again.deliver(&retry).await, 200, "retry after the crash");
+    assert_eq!(event_count_for(&again.db(), &deliveries[0].id), 1);
+}
