@@ -118,7 +118,13 @@ async fn webhook(app: &App, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-type Received = Result<(event::Delivery, Outcome), (Option<String>, Rejection)>;
+/// What the log and the answer need of an applied delivery.
+struct Applied {
+    id: String,
+    event_type: String,
+}
+
+type Received = Result<(Applied, Outcome), (Option<String>, Rejection)>;
 
 async fn receive(app: &App, req: Request<Incoming>) -> Received {
     let (parts, body) = req.into_parts();
@@ -141,12 +147,16 @@ async fn receive(app: &App, req: Request<Incoming>) -> Received {
         .map_err(|e| (id(), e.into()))?;
     let delivery =
         event::parse(headers.id.clone(), &bytes, db::now_ms()).map_err(|e| (id(), e.into()))?;
+    let applied = Applied {
+        id: delivery.id.clone(),
+        event_type: delivery.event_type.clone(),
+    };
     let outcome = app
         .writer
-        .apply(delivery.clone(), WRITE_BUDGET)
+        .apply(delivery, WRITE_BUDGET)
         .await
         .map_err(|e| (id(), e.into()))?;
-    Ok((delivery, outcome))
+    Ok((applied, outcome))
 }
 
 /// The three signature headers, each read under its `svix-` name or, failing
