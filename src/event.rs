@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// A verified delivery, ready for the writer.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,11 +69,46 @@ pub enum EventError {
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    #[serde(rename = "type")]
-    event_type: Option<Value>,
+    #[serde(rename = "type", borrow)]
+    event_type: Option<&'a RawValue>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
     timestamp: Option<Value>,
+}
+
+/// The fields of `data` the mirror reads, each kept raw so that a field of a
+/// surprising type becomes NULL instead of failing the whole event; every
+/// other field is skipped without being built.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    first_name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    last_name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    username: Option<&'a RawValue>,
+    #[serde(borrow)]
+    image_url: Option<&'a RawValue>,
+    #[serde(borrow)]
+    external_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    created_at: Option<&'a RawValue>,
+    #[serde(borrow)]
+    updated_at: Option<&'a RawValue>,
+    #[serde(borrow)]
+    primary_email_address_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    email_addresses: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct EmailAddress<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    email_address: Option<&'a RawValue>,
 }
 
 /// Parses a verified body. `now_ms` stands in for times the event lacks.
@@ -83,17 +118,17 @@ struct Envelope<'a> {
 /// event without `data.id`.
 pub fn parse(id: String, body: &[u8], now_ms: i64) -> Result<Delivery, EventError> {
     let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|_| EventError::NotJson)?;
-    let event_type = match envelope.event_type {
-        Some(Value::String(t)) if !t.is_empty() => t,
-        _ => return Err(EventError::NoType),
-    };
+    let event_type = text(envelope.event_type)
+        .filter(|t| !t.is_empty())
+        .ok_or(EventError::NoType)?;
     let raw = envelope.data.ok_or(EventError::NoData)?;
-    let data: Map<String, Value> = match serde_json::from_str(raw.get()) {
-        Ok(Value::Object(map)) => map,
-        _ => return Err(EventError::NoData),
-    };
+    // A struct would also accept an array; `data` must be an object.
+    if !raw.get().starts_with('{') {
+        return Err(EventError::NoData);
+    }
+    let data: Fields<'_> = serde_json::from_str(raw.get()).map_err(|_| EventError::NoData)?;
     let timestamp_ms = envelope.timestamp.as_ref().and_then(to_millis);
-    let object_id = string(&data, "id").filter(|s| !s.is_empty());
+    let object_id = text(data.id).filter(|s| !s.is_empty());
 
     let change = match event_type.as_str() {
         "user.created" | "user.updated" | "user.deleted" if object_id.is_none() => {
@@ -101,22 +136,18 @@ pub fn parse(id: String, body: &[u8], now_ms: i64) -> Result<Delivery, EventErro
         }
         "user.created" | "user.updated" => Change::Upsert(User {
             email: primary_email(&data),
-            first_name: string(&data, "first_name"),
-            last_name: string(&data, "last_name"),
-            username: string(&data, "username"),
-            image_url: string(&data, "image_url"),
-            external_id: string(&data, "external_id"),
-            created_at: data.get("created_at").and_then(Value::as_i64),
+            first_name: text(data.first_name),
+            last_name: text(data.last_name),
+            username: text(data.username),
+            image_url: text(data.image_url),
+            external_id: text(data.external_id),
+            created_at: int(data.created_at),
             // Without its own clock, an update is ordered by the envelope's.
-            updated_at: data
-                .get("updated_at")
-                .and_then(Value::as_i64)
-                .or(timestamp_ms)
-                .unwrap_or(now_ms),
+            updated_at: int(data.updated_at).or(timestamp_ms).unwrap_or(now_ms),
             data: raw.get().to_owned(),
         }),
         "user.deleted" => Change::Delete {
-            external_id: string(&data, "external_id"),
+            external_id: text(data.external_id),
             deleted_at: timestamp_ms.unwrap_or(now_ms),
         },
         _ => Change::Record,
@@ -156,21 +187,25 @@ pub fn to_millis(value: &Value) -> Option<i64> {
     })
 }
 
-fn string(map: &Map<String, Value>, key: &str) -> Option<String> {
-    map.get(key).and_then(Value::as_str).map(str::to_owned)
+/// The value as a string, if it is one.
+fn text(raw: Option<&RawValue>) -> Option<String> {
+    serde_json::from_str(raw?.get()).ok()
+}
+
+/// The value as an integer, if it is one.
+fn int(raw: Option<&RawValue>) -> Option<i64> {
+    serde_json::from_str(raw?.get()).ok()
 }
 
 /// The address whose `id` is `primary_email_address_id`. Not the first entry:
 /// Clerk does not promise the primary comes first.
-fn primary_email(data: &Map<String, Value>) -> Option<String> {
-    let primary = data.get("primary_email_address_id")?.as_str()?;
-    data.get("email_addresses")?
-        .as_array()?
-        .iter()
-        .find(|e| e.get("id").and_then(Value::as_str) == Some(primary))?
-        .get("email_address")?
-        .as_str()
-        .map(str::to_owned)
+fn primary_email(data: &Fields<'_>) -> Option<String> {
+    let primary = text(data.primary_email_address_id)?;
+    let entries: Vec<EmailAddress<'_>> = serde_json::from_str(data.email_addresses?.get()).ok()?;
+    entries
+        .into_iter()
+        .find(|e| text(e.id).as_deref() == Some(primary.as_str()))
+        .and_then(|e| text(e.email_address))
 }
 
 #[cfg(test)]
@@ -228,6 +263,26 @@ mod tests {
             };
             assert_eq!(user.email, None, "{primary}");
         }
+    }
+
+    #[test]
+    fn fields_of_surprising_types_become_null() {
+        let body = r#"{"type":"user.updated","timestamp":7,"data":{"id":"user_1","first_name":5,
+            "last_name":{"a":1},"created_at":"yesterday","updated_at":1.5,"external_id":null,
+            "primary_email_address_id":"idn_a","email_addresses":"not a list"}}"#;
+        let Change::Upsert(user) = parse_str(body).unwrap().change else {
+            panic!()
+        };
+        assert_eq!(
+            (user.first_name, user.last_name, user.email),
+            (None, None, None)
+        );
+        assert_eq!((user.created_at, user.external_id), (None, None));
+        assert_eq!(user.updated_at, 7000, "falls back to the envelope time");
+        assert_eq!(
+            parse_str(r#"{"type":"user.created","data":["user_1"]}"#),
+            Err(EventError::NoData)
+        );
     }
 
     #[test]

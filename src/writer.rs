@@ -130,24 +130,26 @@ fn write_all(
     conn: &mut Connection,
     jobs: &[Job],
 ) -> rusqlite::Result<Vec<Result<Outcome, WriteError>>> {
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let received_at = db::now_ms();
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let mut sp = tx.savepoint()?;
-        match db::apply(&sp, &job.delivery, received_at) {
+        // Hand-made savepoints through cached statements: rusqlite's
+        // `savepoint()` would parse its SQL again for every delivery.
+        tx.prepare_cached("SAVEPOINT delivery")?.execute([])?;
+        match db::apply(&tx, &job.delivery, received_at) {
             Ok(outcome) => {
-                sp.commit()?;
+                tx.prepare_cached("RELEASE delivery")?.execute([])?;
                 results.push(Ok(outcome));
             }
             Err(e) => {
-                sp.rollback()?;
-                drop(sp);
                 // Some errors (disk full, I/O) end the whole transaction; then
                 // nothing that follows can be trusted to be in it.
                 if tx.is_autocommit() {
                     return Err(e);
                 }
+                tx.prepare_cached("ROLLBACK TO delivery")?.execute([])?;
+                tx.prepare_cached("RELEASE delivery")?.execute([])?;
                 tracing::warn!(svix_id = %job.delivery.id, error = %e, "delivery rolled back");
                 results.push(Err(WriteError::Database(e.to_string())));
             }
@@ -155,4 +157,99 @@ fn write_all(
     }
     tx.commit()?;
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event;
+
+    fn job(id: &str, user: &str) -> (Job, oneshot::Receiver<Result<Outcome, WriteError>>) {
+        let body = format!(r#"{{"type":"user.created","data":{{"id":"{user}","updated_at":1}}}}"#);
+        let (reply, rx) = oneshot::channel();
+        let delivery = event::parse(id.into(), body.as_bytes(), 0).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        (
+            Job {
+                delivery,
+                deadline,
+                reply,
+            },
+            rx,
+        )
+    }
+
+    fn events(conn: &Connection) -> i64 {
+        conn.query_row("SELECT count(*) FROM webhook_events", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn one_failing_delivery_rolls_back_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = db::open_writer(&dir.path().join("w.db"), Duration::from_secs(1)).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON users WHEN NEW.clerk_id = 'user_bad'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+        let (a, ra) = job("m1", "user_a");
+        let (bad, rbad) = job("m2", "user_bad");
+        let (c, rc) = job("m3", "user_c");
+        let mut batch = vec![a, bad, c];
+        commit_batch(&mut conn, &mut batch);
+        assert_eq!(ra.blocking_recv().unwrap(), Ok(Outcome::Applied));
+        assert!(matches!(
+            rbad.blocking_recv().unwrap(),
+            Err(WriteError::Database(_))
+        ));
+        assert_eq!(rc.blocking_recv().unwrap(), Ok(Outcome::Applied));
+        // The failed delivery left neither its event nor its user behind.
+        assert_eq!(events(&conn), 2);
+        let bad_rows: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM webhook_events WHERE id = 'm2'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(bad_rows, 0);
+    }
+
+    #[test]
+    fn a_batch_that_cannot_commit_fails_every_delivery_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let mut conn = db::open_writer(&path, Duration::from_millis(100)).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (a, ra) = job("m1", "user_a");
+        let (b, rb) = job("m2", "user_b");
+        let mut batch = vec![a, b];
+        commit_batch(&mut conn, &mut batch);
+        assert!(matches!(
+            ra.blocking_recv().unwrap(),
+            Err(WriteError::Database(_))
+        ));
+        assert!(matches!(
+            rb.blocking_recv().unwrap(),
+            Err(WriteError::Database(_))
+        ));
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(events(&conn), 0);
+    }
+
+    #[test]
+    fn deliveries_past_their_deadline_are_not_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = db::open_writer(&dir.path().join("w.db"), Duration::from_secs(1)).unwrap();
+        let (mut late, rlate) = job("m1", "user_a");
+        late.deadline = Instant::now() - Duration::from_millis(1);
+        let (on_time, ron_time) = job("m2", "user_b");
+        let mut batch = vec![late, on_time];
+        commit_batch(&mut conn, &mut batch);
+        assert_eq!(rlate.blocking_recv().unwrap(), Err(WriteError::Deadline));
+        assert_eq!(ron_time.blocking_recv().unwrap(), Ok(Outcome::Applied));
+        assert_eq!(events(&conn), 1);
+    }
 }
