@@ -34,10 +34,9 @@ CREATE TABLE IF NOT EXISTS webhook_events (
     event_timestamp INTEGER,           -- envelope timestamp, normalised to ms
     outcome         TEXT NOT NULL      -- applied | stale | ignored
         CHECK (outcome IN ('applied', 'stale', 'ignored'))
-);
+) WITHOUT ROWID;  -- small rows looked up by id: one B-tree instead of two
 
 CREATE INDEX IF NOT EXISTS webhook_events_received_at ON webhook_events(received_at);
-CREATE INDEX IF NOT EXISTS webhook_events_object_id ON webhook_events(object_id);
 
 -- The users that exist in Clerk right now.
 CREATE VIEW IF NOT EXISTS active_users AS

@@ -331,7 +331,7 @@ pub fn status_report(path: &Path) -> anyhow::Result<Value> {
     drop(stmt);
     let last: Option<(String, String, i64)> = tx
         .query_row(
-            "SELECT id, type, received_at FROM webhook_events ORDER BY received_at DESC, rowid DESC LIMIT 1",
+            "SELECT id, type, received_at FROM webhook_events ORDER BY received_at DESC, id DESC LIMIT 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )

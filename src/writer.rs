@@ -7,6 +7,7 @@
 //! covers the whole batch. Every delivery is answered only after the commit
 //! that holds it has returned, or with an error if that commit failed.
 
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -57,9 +58,10 @@ impl Writer {
     /// When the thread cannot be spawned.
     pub fn spawn(conn: Connection) -> std::io::Result<(Self, thread::JoinHandle<()>)> {
         let (queue, rx) = mpsc::channel(QUEUE);
+        let checkpointer = conn.path().and_then(|p| Checkpointer::spawn(Path::new(p)));
         let handle = thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || run(conn, rx))?;
+            .spawn(move || run(conn, rx, checkpointer))?;
         Ok((Self { queue }, handle))
     }
 
@@ -83,7 +85,7 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, checkpointer: Option<Checkpointer>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -94,9 +96,53 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
             }
         }
         commit_batch(&mut conn, &mut batch);
+        if let Some(c) = &checkpointer {
+            c.nudge();
+        }
     }
+    drop(checkpointer);
     // Checkpoints are left to SQLite's default (automatic, and on the last
     // close): forcing one could race a replicator such as Litestream.
+}
+
+/// Copies committed WAL frames into the database file from its own thread
+/// and connection, so the writer rarely stops for a checkpoint: SQLite's
+/// automatic checkpoint (still on, as the backstop that lets the WAL restart)
+/// then finds little left to copy.
+struct Checkpointer {
+    nudge: std::sync::mpsc::SyncSender<()>,
+}
+
+/// After a commit, wait this long for more before checkpointing, so one
+/// checkpoint covers many commits.
+const CHECKPOINT_DELAY: Duration = Duration::from_millis(20);
+
+impl Checkpointer {
+    fn spawn(path: &Path) -> Option<Self> {
+        let conn = Connection::open(path).ok()?;
+        let (nudge, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        thread::Builder::new()
+            .name("db-checkpoint".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    thread::sleep(CHECKPOINT_DELAY);
+                    while rx.try_recv().is_ok() {}
+                    // PASSIVE never waits for readers or the writer; what it
+                    // cannot copy now is copied next time.
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!(error = %e, "background checkpoint skipped");
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self { nudge })
+    }
+
+    /// Says there is something to checkpoint; never blocks.
+    fn nudge(&self) {
+        let _ = self.nudge.try_send(());
+    }
 }
 
 fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
