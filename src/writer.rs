@@ -101,8 +101,8 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, checkpointer: Option<C
         }
     }
     drop(checkpointer);
-    // Checkpoints are left to SQLite's default (automatic, and on the last
-    // close): forcing one could race a replicator such as Litestream.
+    // No forced (TRUNCATE/RESTART) checkpoint on the way out: only PASSIVE
+    // ones, which respect readers such as a Litestream replicator.
 }
 
 /// Copies committed WAL frames into the database file from its own thread
