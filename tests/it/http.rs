@@ -624,3 +624,78 @@ async fn nothing_in_a_header_crashes_the_server() {
         "the genuine delivery still works",
     );
 }
+
+/// Several deliveries on one keep-alive connection, as Svix sends them.
+#[tokio::test]
+async fn deliveries_share_a_keep_alive_connection() {
+    use http_body_util::{BodyExt as _, Full};
+    let s = Server::start();
+    let stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let d = delivery(created_body());
+        let mut req = hyper::Request::post(s.path.as_str()).header("host", s.addr.to_string());
+        for (k, v) in d.headers() {
+            req = req.header(k, v);
+        }
+        let req = req
+            .body(Full::new(hyper::body::Bytes::from(d.body.clone())))
+            .unwrap();
+        sender.ready().await.expect("connection still open");
+        let res = sender
+            .send_request(req)
+            .await
+            .expect("answered on the same connection");
+        assert_eq!(res.status(), 200);
+        res.into_body().collect().await.unwrap();
+    }
+    assert_eq!(count(&s.db(), "webhook_events"), 3);
+}
+
+/// A client that stops sending cannot hold a connection: a stalled body is
+/// answered 408, stalled headers get the connection closed, both within the
+/// 10 s limits (checked loosely: well before 20 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = Server::start();
+    let d = delivery(created_body());
+    let mut head = raw_head(s.addr, &s.path, &d.headers(), &[]);
+    // Promise a body, send a third of it, then stall.
+    let declared = format!("content-length: {}\r\n\r\n", d.body.len());
+    head.truncate(head.len() - 2);
+    head.extend_from_slice(declared.as_bytes());
+    let stalled_body = async {
+        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(&head).await.unwrap();
+        c.write_all(&d.body[..d.body.len() / 3]).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = c.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let stalled_headers = async {
+        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(b"POST /api/clerk-webhook HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = c.read_to_end(&mut answer).await;
+    };
+    let started = Instant::now();
+    let (answer, ()) = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::join!(stalled_body, stalled_headers)
+    })
+    .await
+    .expect("both stalled connections are closed by the server");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "cut off too early"
+    );
+    assert_eq!(count(&s.db(), "webhook_events"), 0);
+}
