@@ -101,7 +101,7 @@ async fn webhook(app: &App, req: Request<Incoming>) -> Response<Body> {
         Err((id, rejection)) => {
             let status = rejection.status();
             if status.is_server_error() {
-                tracing::warn!(svix_id = id.as_deref(), reason = rejection.reason(), error = %rejection, "delivery not written");
+                tracing::warn!(svix_id = id.as_deref(), outcome = "failed", reason = rejection.reason(), error = %rejection, latency_ms = millis(latency), "delivery");
             } else {
                 tracing::info!(svix_id = id.as_deref(), outcome = "rejected", reason = rejection.reason(), error = %rejection, latency_ms = millis(latency), "delivery");
             }

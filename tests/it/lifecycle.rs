@@ -175,6 +175,12 @@ async fn locked_database_gives_503_then_the_retry_applies() {
         "503 took {took:?}, past Svix's 15 s deadline"
     );
     r.assert_json_reason();
+    let logs = s.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains(&d.id) && l.contains("WARN") && l.contains("outcome=\"failed\"")),
+        "the 503 is logged as a failed delivery at warn: {logs}"
+    );
 
     lock.execute_batch("ROLLBACK").expect("release the lock");
     drop(lock);
