@@ -182,18 +182,10 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "SIG")]
     pub signature: String,
 
-    /// Allowed distance of the timestamp from now, in seconds, as `serve` applies it.
-    #[arg(
-        long,
-        value_name = "SECS",
-        env = "CLERK_SYNC_TOLERANCE",
-        default_value_t = 300
-    )]
-    pub tolerance: u64,
-
-    /// Check only the signature, not the time window: for old saved deliveries.
-    #[arg(long)]
-    pub ignore_timestamp: bool,
+    /// Also fail when the timestamp is further than SECS from now. Without
+    /// it the signature alone decides and the age is reported.
+    #[arg(long, value_name = "SECS")]
+    pub tolerance: Option<u64>,
 
     #[command(flatten)]
     pub secrets: SecretArgs,

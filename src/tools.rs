@@ -251,22 +251,36 @@ fn check_delivery(
     } else {
         format!("signed {} s in the future", -age)
     };
-    let tolerance = args.tolerance;
-    match (!args.ignore_timestamp).then_some(tolerance) {
+    match args.tolerance {
         Some(tolerance) => match signature::check_window(timestamp, now, tolerance) {
-            Ok(()) => Ok(format!("signature matches, {when}, within the {tolerance} s tolerance")),
+            Ok(()) => Ok(format!(
+                "signature matches, {when}, within the {tolerance} s tolerance"
+            )),
             Err(VerifyError::TooOld(by)) => Err(format!(
-                "signature matches, but the timestamp is {by} s old, beyond the {tolerance} s tolerance \
-                 (--ignore-timestamp checks the signature alone)"
+                "signature matches, but the timestamp is {by} s old, beyond the {tolerance} s tolerance"
             )),
             Err(VerifyError::TooNew(by)) => Err(format!(
                 "signature matches, but the timestamp is {by} s in the future, beyond the {tolerance} s tolerance (clock skew?)"
             )),
             Err(VerifyError::NoMatch) => unreachable!("check_window only judges time"),
         },
-        None => Ok(format!("signature matches, {when}")),
+        // A saved delivery is old by nature: say how old, and whether `serve`
+        // would still take it, without failing on it.
+        None => {
+            let window = match signature::check_window(timestamp, now, DEFAULT_TOLERANCE) {
+                Ok(()) => "inside".to_owned(),
+                Err(e) => format!("outside ({e})"),
+            };
+            Ok(format!(
+                "signature matches, {when}; {window} the {DEFAULT_TOLERANCE} s window serve applies by default \
+                 (--tolerance SECS makes the window part of the check)"
+            ))
+        }
     }
 }
+
+/// `serve`'s default `--tolerance`, for what `verify` reports.
+const DEFAULT_TOLERANCE: u64 = 300;
 
 /// `status`: counts, last event, schema version and integrity, read-only.
 ///
