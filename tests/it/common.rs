@@ -995,3 +995,63 @@ impl Rng {
         }
     }
 }
+
+/// One delivery on a fresh connection. Unlike [`request`], a connection cut
+/// by a dying server is `None` instead of a panic.
+pub async fn try_deliver(addr: SocketAddr, path: &str, d: &Delivery) -> Option<u16> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let mut req = Request::post(path).header("host", addr.to_string());
+    for (k, v) in d.headers() {
+        req = req.header(k, v);
+    }
+    let req = req.body(Full::new(Bytes::from(d.body.clone()))).ok()?;
+    let res = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let status = res.status().as_u16();
+    res.into_body().collect().await.ok()?;
+    Some(status)
+}
+
+/// `(index of the delivery, status or None)`, shared by concurrent senders.
+pub type Answers = Arc<Mutex<Vec<(usize, Option<u16>)>>>;
+
+/// Sends every delivery from `conns` concurrent senders, each taking the
+/// next one not yet sent, and records `(index, status)` in `results` as
+/// answers arrive (`None`: the connection failed, and that sender stops).
+/// Await the returned tasks to know all are done.
+pub fn send_concurrently(
+    addr: SocketAddr,
+    path: &str,
+    deliveries: Arc<Vec<Delivery>>,
+    conns: usize,
+    results: Answers,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let next = Arc::new(AtomicU64::new(0));
+    (0..conns)
+        .map(|_| {
+            let (deliveries, next, results, path) = (
+                deliveries.clone(),
+                next.clone(),
+                results.clone(),
+                path.to_owned(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst) as usize;
+                    let Some(d) = deliveries.get(i) else { break };
+                    let status = try_deliver(addr, &path, d).await;
+                    results.lock().unwrap().push((i, status));
+                    if status.is_none() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect()
+}

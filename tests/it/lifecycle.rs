@@ -2,7 +2,6 @@
 //! concurrency, and order-independence of the mirror.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -224,29 +223,9 @@ async fn three_hundred_concurrent_deliveries_all_land() {
             })
             .collect(),
     );
-    let next = Arc::new(AtomicUsize::new(0));
     let statuses = Arc::new(Mutex::new(Vec::new()));
-    let (addr, path) = (s.addr, s.path.clone());
-    let mut tasks = Vec::new();
-    for _ in 0..CONNS {
-        let (deliveries, next, statuses, path) = (
-            deliveries.clone(),
-            next.clone(),
-            statuses.clone(),
-            path.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= N {
-                    break;
-                }
-                let d = &deliveries[i].1;
-                let r = request(addr, "POST", &path, &d.headers(), d.body.clone()).await;
-                statuses.lock().unwrap().push((i, r.status, r.text()));
-            }
-        }));
-    }
+    let only: Arc<Vec<Delivery>> = Arc::new(deliveries.iter().map(|(_, d)| d.clone()).collect());
+    let tasks = send_concurrently(s.addr, &s.path, only, CONNS, statuses.clone());
     let all = async {
         for t in tasks {
             t.await.expect("task");
@@ -258,7 +237,7 @@ async fn three_hundred_concurrent_deliveries_all_land() {
 
     let statuses = statuses.lock().unwrap();
     assert_eq!(statuses.len(), N);
-    let bad: Vec<_> = statuses.iter().filter(|(_, st, _)| *st != 200).collect();
+    let bad: Vec<_> = statuses.iter().filter(|(_, st)| *st != Some(200)).collect();
     assert!(
         bad.is_empty(),
         "{} deliveries were not 200, e.g. {:?}",
@@ -617,32 +596,6 @@ async fn concurrent_duplicates_and_same_user_updates() {
     assert_eq!(count(&s.db(), "webhook_events"), 31);
 }
 
-/// Like [`request`], but a connection cut by a dying server is `None`
-/// instead of a panic.
-async fn try_deliver(addr: std::net::SocketAddr, path: &str, d: &Delivery) -> Option<u16> {
-    use http_body_util::{BodyExt as _, Full};
-    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .ok()?;
-    tokio::spawn(conn);
-    let mut req = hyper::Request::post(path).header("host", addr.to_string());
-    for (k, v) in d.headers() {
-        req = req.header(k, v);
-    }
-    let req = req
-        .body(Full::new(hyper::body::Bytes::from(d.body.clone())))
-        .ok()?;
-    let res = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
-        .await
-        .ok()?
-        .ok()?;
-    let status = res.status().as_u16();
-    res.into_body().collect().await.ok()?;
-    Some(status)
-}
-
 /// SIGKILL in the middle of a burst: every delivery answered 200 before the
 /// kill is in the file afterwards, and a restart on that file works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -666,34 +619,19 @@ async fn every_acknowledged_delivery_survives_a_kill() {
             })
             .collect(),
     );
-    let next = Arc::new(AtomicUsize::new(0));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let (addr, path) = (s.addr, s.path.clone());
-    let mut tasks = Vec::new();
-    for _ in 0..CONNS {
-        let (deliveries, next, acked, path) = (
-            deliveries.clone(),
-            next.clone(),
-            acked.clone(),
-            path.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= N {
-                    break;
-                }
-                match try_deliver(addr, &path, &deliveries[i]).await {
-                    Some(200) => acked.lock().unwrap().push(deliveries[i].id.clone()),
-                    Some(_) => {}
-                    None => break,
-                }
-            }
-        }));
-    }
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let tasks = send_concurrently(s.addr, &s.path, deliveries.clone(), CONNS, results.clone());
+    let acked = || -> Vec<String> {
+        let results = results.lock().unwrap();
+        results
+            .iter()
+            .filter(|(_, st)| *st == Some(200))
+            .map(|(i, _)| deliveries[*i].id.clone())
+            .collect()
+    };
     // Kill once some, but not all, deliveries are acknowledged.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while acked.lock().unwrap().len() < N / 4 && Instant::now() < deadline {
+    while acked().len() < N / 4 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let status = s.signal_and_wait("-KILL");
@@ -704,7 +642,7 @@ async fn every_acknowledged_delivery_survives_a_kill() {
             .expect("senders stop")
             .expect("task");
     }
-    let acked = acked.lock().unwrap().clone();
+    let acked = acked();
     assert!(acked.len() >= N / 4, "only {} acknowledged", acked.len());
 
     let c = open_db(&db);
