@@ -658,3 +658,97 @@ async fn every_acknowledged_delivery_survives_a_kill() {
     assert_status(&again.deliver(&retry).await, 200, "retry after the crash");
     assert_eq!(event_count_for(&again.db(), &deliveries[0].id), 1);
 }
+
+/// A small tmpfs mounted for one test and unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` where this process may not mount (not root, no mount namespace).
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes zeros until the disk is full; returns the filler's path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The disk fills up: the delivery gets 503 in time and leaves nothing
+/// behind; health still answers; once there is room, Svix's retry applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_gives_503_then_the_retry_applies() {
+    let Some(disk) = SmallDisk::mount("4m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let db = disk.path().join("full.db");
+    let s = Server::with(Config {
+        db: Some(db.clone()),
+        ..Config::default()
+    });
+    let first = delivery(user_event(
+        "user.created",
+        &user_data(&unique_user_id(), T0, T0),
+    ));
+    assert_status(&s.deliver(&first).await, 200, "before the disk is full");
+
+    let filler = disk.fill();
+    // A large user object, so the write needs pages the disk no longer has.
+    let uid = unique_user_id();
+    let mut data = user_data(&uid, T0, T0);
+    data["public_metadata"] = json!({ "notes": "x".repeat(600_000) });
+    let big = delivery(user_event("user.created", &data));
+    let started = Instant::now();
+    let r = s.deliver(&big).await;
+    assert_status(&r, 503, "delivery on a full disk");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    r.assert_json_reason();
+    assert_status(&s.get("/healthz").await, 200, "reads still work");
+    {
+        let c = s.db();
+        assert!(user_row(&c, &uid).is_none(), "half-written user after 503");
+        assert_eq!(event_count_for(&c, &big.id), 0, "event recorded after 503");
+    }
+
+    std::fs::remove_file(filler).unwrap();
+    assert_status(
+        &s.deliver(&big.resigned(SECRET)).await,
+        200,
+        "retry once there is room",
+    );
+    let c = s.db();
+    assert_eq!(count(&c, "webhook_events"), 2);
+    assert_eq!(event_count_for(&c, &big.id), 1);
+    assert!(user_row(&c, &uid).is_some());
+    drop(c);
+    drop(s);
+    drop(disk);
+}
