@@ -370,6 +370,21 @@ impl Rng {
     fn id(&mut self, prefix: &str) -> String {
         format!("{prefix}{}", self.base62(27))
     }
+
+    /// A Svix-style message id: `msg_` and a millisecond KSUID, i.e. 27
+    /// base62 characters that sort by creation time (8 for the milliseconds,
+    /// then 19 random). Svix's real ids are ordered this way, so inserts into
+    /// `webhook_events` land near its end rather than all over it.
+    fn message_id(&mut self, ms: u64) -> String {
+        const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let mut time = [b'0'; 8];
+        let mut rest = ms;
+        for digit in time.iter_mut().rev() {
+            *digit = ALPHABET[(rest % 62) as usize];
+            rest /= 62;
+        }
+        format!("msg_{}{}", String::from_utf8_lossy(&time), self.base62(19))
+    }
 }
 
 #[rustfmt::skip]
@@ -602,7 +617,9 @@ fn generate(n: usize, users: u64, rng: &mut Rng) -> anyhow::Result<Vec<Delivery>
         };
         let updated_at = now + i as i64;
         let body = envelope(event_type, user.object(updated_at, rng), updated_at, rng);
-        let id = rng.id("msg_");
+        // As if Clerk created 20 messages a millisecond: ids ascend from one
+        // millisecond to the next and are in random order within one.
+        let id = rng.message_id(now as u64 + i as u64 / 20);
         if !seen.insert(id.clone()) {
             bail!("generated the same svix-id twice; the random source is broken");
         }
