@@ -176,14 +176,14 @@ impl SvixHeaders {
         let timestamp =
             signature::parse_timestamp(header(headers, "svix-timestamp", "webhook-timestamp")?)
                 .ok_or(Rejection::MalformedHeader("svix-timestamp"))?;
-        let signature = header(headers, "svix-signature", "webhook-signature")?;
+        let signature = signatures(headers)?;
         if signature.trim().is_empty() {
             return Err(Rejection::MalformedHeader("svix-signature"));
         }
         Ok(Self {
             id: id.to_owned(),
             timestamp,
-            signature: signature.to_owned(),
+            signature,
         })
     }
 }
@@ -198,6 +198,25 @@ fn header<'h>(
         .or_else(|| headers.get(fallback))
         .ok_or(Rejection::MissingHeader(name))?;
     value.to_str().map_err(|_| Rejection::MalformedHeader(name))
+}
+
+/// Every signature entry, also when a proxy or client split them over
+/// several header lines: a valid entry in the second line still counts.
+fn signatures(headers: &HeaderMap) -> Result<String, Rejection> {
+    let name = "svix-signature";
+    let key = if headers.contains_key(name) {
+        name
+    } else {
+        "webhook-signature"
+    };
+    let mut lines = headers.get_all(key).iter().peekable();
+    if lines.peek().is_none() {
+        return Err(Rejection::MissingHeader(name));
+    }
+    let parts = lines
+        .map(|v| v.to_str().map_err(|_| Rejection::MalformedHeader(name)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(parts.join(" "))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

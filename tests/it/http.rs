@@ -699,3 +699,39 @@ async fn slow_clients_are_cut_off() {
     );
     assert_eq!(count(&s.db(), "webhook_events"), 0);
 }
+
+/// Signature entries split over two header lines (some proxies and clients
+/// do that) are all tried.
+#[tokio::test]
+async fn signature_entries_over_several_header_lines() {
+    let s = Server::start();
+    let d = delivery(created_body());
+    let wrong = sign(OTHER_SECRET, &d.id, &d.ts, &d.body);
+    let h = hdrs(&[
+        ("svix-id", &d.id),
+        ("svix-timestamp", &d.ts),
+        ("svix-signature", &wrong),
+        ("svix-signature", &d.sig),
+    ]);
+    assert_status(
+        &s.post(&s.path, &h, &d.body).await,
+        200,
+        "valid entry on the second line",
+    );
+
+    let d = delivery(created_body());
+    let h = hdrs(&[
+        ("svix-id", &d.id),
+        ("svix-timestamp", &d.ts),
+        ("svix-signature", &wrong),
+        (
+            "svix-signature",
+            "v1,bm9ldHUjKzFob2VudXRob2VodWUzMjRvdWVvdW9ldQo=",
+        ),
+    ]);
+    assert_status(
+        &s.post(&s.path, &h, &d.body).await,
+        401,
+        "no valid entry on any line",
+    );
+}
