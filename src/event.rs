@@ -298,6 +298,19 @@ mod tests {
     }
 
     #[test]
+    fn a_delete_without_a_timestamp_is_dated_on_receipt() {
+        let body = r#"{"type":"user.deleted","data":{"id":"user_1","deleted":true}}"#;
+        let d = parse_str(body).unwrap();
+        assert_eq!(
+            d.change,
+            Change::Delete {
+                external_id: None,
+                deleted_at: 42
+            }
+        );
+    }
+
+    #[test]
     fn other_types_are_recorded_only() {
         let d = parse_str(SESSION).unwrap();
         assert_eq!(d.event_type, "session.created");

@@ -752,3 +752,41 @@ async fn full_disk_gives_503_then_the_retry_applies() {
     drop(s);
     drop(disk);
 }
+
+/// A file that is not a clerk-sync database is refused at start, with one
+/// line saying so, and is left as it was.
+#[test]
+fn refuses_a_file_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x42u8; 8192]).unwrap();
+    let newer = dir.path().join("newer.db");
+    {
+        let c = rusqlite::Connection::open(&newer).unwrap();
+        c.pragma_update(None, "user_version", 999).unwrap();
+    }
+    for (path, says) in [
+        (&garbage, "not a usable SQLite database"),
+        (&newer, "newer"),
+    ] {
+        let out = run_to_end(
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--db",
+                path.to_str().unwrap(),
+            ],
+            &[("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)],
+        );
+        assert!(!out.status.success(), "{}", out.stderr);
+        let lines: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(lines.len(), 1, "one line: {}", out.stderr);
+        assert!(lines[0].contains(says), "{}", out.stderr);
+    }
+    assert_eq!(std::fs::read(&garbage).unwrap(), vec![0x42u8; 8192]);
+}
