@@ -2,9 +2,10 @@
 //!
 //! SQLite allows one writer at a time, and with `synchronous=FULL` each
 //! commit waits for the disk. So one thread owns the write connection and
-//! applies every delivery waiting in its queue inside one transaction, each
-//! in its own savepoint: a bad delivery rolls back alone, and one fsync
-//! covers the whole batch. Every delivery is answered only after the commit
+//! applies every delivery waiting in its queue inside one transaction, and
+//! one fsync covers the whole batch. Should one delivery fail, the batch is
+//! rolled back and done again with a savepoint per delivery, so the bad one
+//! rolls back alone. Every delivery is answered only after the commit
 //! that holds it has returned, or with an error if that commit failed.
 
 use std::path::Path;
@@ -170,12 +171,40 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
     }
 }
 
+type Results = Vec<Result<Outcome, WriteError>>;
+
 /// One transaction for all `jobs`. The outer error means nothing was
 /// committed; an inner error means that delivery alone was rolled back.
-fn write_all(
-    conn: &mut Connection,
-    jobs: &[Job],
-) -> rusqlite::Result<Vec<Result<Outcome, WriteError>>> {
+fn write_all(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Results> {
+    match write_together(conn, jobs)? {
+        Some(results) => Ok(results),
+        None => write_isolated(conn, jobs),
+    }
+}
+
+/// The fast path: every delivery straight into the transaction. A delivery
+/// that fails leaves part of its writes behind, so then the transaction is
+/// dropped (rolled back) and `None` says to start over with isolation.
+fn write_together(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Option<Results>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let received_at = db::now_ms();
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match db::apply(&tx, &job.delivery, received_at) {
+            Ok(outcome) => results.push(Ok(outcome)),
+            Err(e) => {
+                tracing::debug!(svix_id = %job.delivery.id, error = %e, "batch retried delivery by delivery");
+                return Ok(None);
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(Some(results))
+}
+
+/// The careful path: each delivery in its own savepoint, so one that fails
+/// rolls back alone.
+fn write_isolated(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Results> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let received_at = db::now_ms();
     let mut results = Vec::with_capacity(jobs.len());
