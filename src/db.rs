@@ -116,6 +116,20 @@ pub fn read_pool(path: &Path, busy_timeout: Duration) -> anyhow::Result<ReadPool
         .context("cannot open read connections")
 }
 
+/// All users ever seen, and how many of them are tombstones. Both counts
+/// come from indexes, not from the 2 KB rows, so scrapes stay cheap.
+///
+/// # Errors
+/// Any SQLite failure.
+pub fn user_counts(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row(
+        "SELECT (SELECT count(*) FROM users),
+                (SELECT count(*) FROM users WHERE deleted_at IS NOT NULL)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -181,15 +181,14 @@ impl Metrics {
 impl Inner {
     fn encode(&self, readers: &ReadPool) -> anyhow::Result<String> {
         let conn = readers.get()?;
-        let (users, tombstones, last_applied): (i64, i64, Option<i64>) = conn.query_row(
-            "SELECT (SELECT count(*) FROM users WHERE deleted_at IS NULL),
-                    (SELECT count(*) FROM users WHERE deleted_at IS NOT NULL),
-                    (SELECT max(received_at) FROM webhook_events WHERE outcome = 'applied')",
+        let (users, tombstones) = db::user_counts(&conn)?;
+        let last_applied: Option<i64> = conn.query_row(
+            "SELECT max(received_at) FROM webhook_events WHERE outcome = 'applied'",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| r.get(0),
         )?;
         drop(conn);
-        self.users.set(users);
+        self.users.set(users - tombstones);
         self.tombstones.set(tombstones);
         self.since_applied.set(match last_applied {
             Some(ms) => ((db::now_ms() - ms) as f64 / 1000.0).max(0.0),

@@ -318,14 +318,9 @@ pub fn status_report(path: &Path) -> anyhow::Result<Value> {
     conn.busy_timeout(Duration::from_secs(5))?;
     let tx = conn.unchecked_transaction()?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let (users, active, tombstones): (i64, i64, i64) = tx
-        .query_row(
-            "SELECT count(*), count(*) FILTER (WHERE deleted_at IS NULL),
-                    count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM users",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+    let (users, tombstones) = db::user_counts(&tx)
         .with_context(|| format!("{} is not a clerk-sync database", path.display()))?;
+    let active = users - tombstones;
     let mut by_type = serde_json::Map::new();
     let mut events = 0i64;
     let mut stmt = tx.prepare("SELECT type, outcome, count(*) FROM webhook_events GROUP BY type, outcome ORDER BY type, outcome")?;
