@@ -39,28 +39,29 @@ fn collect(
     }
 }
 
-fn notify_socket() -> (tempfile::TempDir, std::path::PathBuf, UnixDatagram) {
+/// A server started with `NOTIFY_SOCKET` pointing at a datagram socket this
+/// test owns, plus `env`.
+fn notified_server(env: &[(&str, &str)]) -> (tempfile::TempDir, UnixDatagram, Server) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    (dir, path, socket)
+    let mut extra_env = vec![("NOTIFY_SOCKET".to_owned(), path.display().to_string())];
+    extra_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let s = Server::with(Config {
+        extra_env,
+        ..Config::default()
+    });
+    (dir, socket, s)
 }
 
 /// READY=1 comes once the port answers, WATCHDOG=1 at half of WATCHDOG_USEC,
 /// STOPPING=1 on SIGTERM, and the process then exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_notify_ready_watchdog_stopping_in_order() {
-    let (_dir, path, socket) = notify_socket();
-    let mut s = Server::with(Config {
-        extra_env: vec![
-            ("NOTIFY_SOCKET".into(), path.display().to_string()),
-            ("WATCHDOG_USEC".into(), "200000".into()),
-        ],
-        ..Config::default()
-    });
+    let (_dir, socket, mut s) = notified_server(&[("WATCHDOG_USEC", "200000")]);
     let mut messages = Vec::new();
     collect(
         &socket,
@@ -124,15 +125,8 @@ async fn systemd_notify_ready_watchdog_stopping_in_order() {
 /// process (WATCHDOG_PID) is ignored too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_watchdog_pings_unless_asked_for_this_process() {
-    let (_dir, path, socket) = notify_socket();
-    let mut s = Server::with(Config {
-        extra_env: vec![
-            ("NOTIFY_SOCKET".into(), path.display().to_string()),
-            ("WATCHDOG_USEC".into(), "100000".into()),
-            ("WATCHDOG_PID".into(), "1".into()),
-        ],
-        ..Config::default()
-    });
+    let (_dir, socket, mut s) =
+        notified_server(&[("WATCHDOG_USEC", "100000"), ("WATCHDOG_PID", "1")]);
     let mut messages = Vec::new();
     collect(
         &socket,
