@@ -26,12 +26,10 @@ const SECRET_BASE64: GeneralPurpose = GeneralPurpose::new(
         .with_decode_allow_trailing_bits(true),
 );
 
-/// Standard base64 for signatures: padding optional, but each signature has
-/// exactly one spelling, so no two header values mean the same tag.
-const SIGNATURE_BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
+/// Signatures are decoded strictly (canonical padding and trailing bits), as
+/// the reference libraries compare them: each tag has exactly one accepted
+/// spelling.
+const SIGNATURE_BASE64: GeneralPurpose = STANDARD;
 
 const SECRET_PREFIX: &str = "whsec_";
 
@@ -437,6 +435,24 @@ mod tests {
         ] {
             assert_eq!(parse_timestamp(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_signature_has_one_spelling() {
+        let all = vectors();
+        let v = &all["valid_hmac"][0];
+        let sig = field(v, "expected_signature");
+        assert!(sig.ends_with('='));
+        // Same bytes without padding, or with other trailing bits: refused,
+        // as the reference libraries refuse them.
+        assert_eq!(
+            check(v, sig.trim_end_matches('=')),
+            Err(VerifyError::NoMatch)
+        );
+        assert_eq!(
+            check(v, &sig.replace("1OE=", "1OF=")),
+            Err(VerifyError::NoMatch)
+        );
     }
 
     #[test]

@@ -789,7 +789,8 @@ async fn damaged_deliveries_never_crash_or_land() {
         }
         assert!(
             matches!(r.status, 400 | 401),
-            "seed {SEED:#x} round {round}: damaged part {target} got {}: {}",
+            "seed {SEED:#x} round {round}: damaged part {target} ({id:?} {ts:?} {sig:?} vs {:?}) got {}: {}",
+            d.sig,
             r.status,
             r.text()
         );
