@@ -30,6 +30,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// # Errors
 /// Start-up failures: secrets, database, bind. Each message is one line.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let stop = shutdown::on_signal().context("cannot watch SIGTERM and SIGINT")?;
     let secrets = config::load_secrets(args.secrets.secret_file.as_deref())?;
     let busy = Duration::from_millis(args.busy_timeout);
     let conn = db::open_writer(&args.db, busy)?;
@@ -61,7 +62,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let watchdog =
         notify::watchdog_interval().map(|every| tokio::spawn(watchdog(app.clone(), every)));
 
-    run(listener, app, shutdown::signal()).await;
+    run(listener, app, stop).await;
 
     if let Some(task) = watchdog {
         task.abort();
