@@ -102,8 +102,9 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, checkpointer: Option<C
         }
     }
     drop(checkpointer);
-    // No forced (TRUNCATE/RESTART) checkpoint on the way out: only PASSIVE
-    // ones, which respect readers such as a Litestream replicator.
+    // No forced (TRUNCATE/RESTART) checkpoint on the way out. Closing the
+    // last connection checkpoints by itself, and only when no other process
+    // (a Litestream replicator, say) has the file open.
 }
 
 /// Copies committed WAL frames into the database file from its own thread
@@ -111,7 +112,8 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, checkpointer: Option<C
 /// automatic checkpoint (still on, as the backstop that lets the WAL restart)
 /// then finds little left to copy.
 struct Checkpointer {
-    nudge: std::sync::mpsc::SyncSender<()>,
+    nudge: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
 }
 
 /// After a commit, wait this long for more before checkpointing, so one
@@ -122,7 +124,7 @@ impl Checkpointer {
     fn spawn(path: &Path) -> Option<Self> {
         let conn = Connection::open(path).ok()?;
         let (nudge, rx) = std::sync::mpsc::sync_channel::<()>(1);
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("db-checkpoint".into())
             .spawn(move || {
                 while rx.recv().is_ok() {
@@ -137,12 +139,29 @@ impl Checkpointer {
                 }
             })
             .ok()?;
-        Some(Self { nudge })
+        Some(Self {
+            nudge: Some(nudge),
+            thread: Some(thread),
+        })
     }
 
     /// Says there is something to checkpoint; never blocks.
     fn nudge(&self) {
-        let _ = self.nudge.try_send(());
+        if let Some(nudge) = &self.nudge {
+            let _ = nudge.try_send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    /// Stops the thread and waits for it, so its connection is closed before
+    /// the writer's: the writer's close, the last one, can then fold the WAL
+    /// back into the database file and remove it.
+    fn drop(&mut self) {
+        drop(self.nudge.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

@@ -29,6 +29,11 @@ async fn sigterm_exits_zero_and_healthz_answers_while_running() {
         "SIGTERM exit: {status:?}\n{}",
         s.logs()
     );
+    // A clean stop leaves one self-contained file, ready to copy.
+    let mut wal = s.db_path.clone().into_os_string();
+    wal.push("-wal");
+    assert!(!std::path::Path::new(&wal).exists(), "WAL left behind");
+    assert_eq!(event_count_for(&s.db(), &d.id), 1);
 }
 
 #[tokio::test]
