@@ -763,3 +763,48 @@ fn status_on_a_missing_database_fails_without_creating_it() {
     assert!(out.stderr.contains("no database"), "{}", out.stderr);
     assert!(!path.exists());
 }
+
+/// A damaged file: `status` says what `PRAGMA integrity_check` found and
+/// exits non-zero, so a script or a timer can alert on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_a_damaged_file() {
+    let mut s = Server::start();
+    let t = now_ms();
+    for _ in 0..5 {
+        let d = delivery(user_event(
+            "user.created",
+            &user_data(&unique_user_id(), t, t),
+        ));
+        assert_status(&s.deliver(&d).await, 200, "setup");
+    }
+    assert!(s.stop().success());
+    let root: i64 = s
+        .db()
+        .query_row(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'users_email'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    // Zero the first cell pointers of the email index's page: the rows are
+    // intact, the index no longer finds them.
+    {
+        use std::io::{Seek as _, SeekFrom, Write as _};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&s.db_path)
+            .unwrap();
+        f.seek(SeekFrom::Start((root as u64 - 1) * 4096 + 8))
+            .unwrap();
+        f.write_all(&[0, 0, 0, 0]).unwrap();
+    }
+    let out = run_to_end(
+        &["status", "--db", s.db_path.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert!(!out.status.success(), "{}", out.stdout);
+    let r: Value = serde_json::from_str(&out.stdout).expect("still JSON");
+    let integrity = r["integrity"].as_str().unwrap();
+    assert_ne!(integrity, "ok");
+    assert!(integrity.contains("users_email"), "{integrity}");
+}
