@@ -73,10 +73,10 @@ pub fn open_writer(path: &Path, busy_timeout: Duration) -> anyhow::Result<Connec
     // the kernel on every write; 8 MiB keeps the process small.
     conn.pragma_update(None, "cache_size", -8192)?;
     // The writer's own checkpoint is the backstop that lets the WAL start
-    // over; most pages are already copied by the background checkpointer
-    // (see `writer`), and a 16 MiB WAL lets a page changed by many commits
-    // be copied once.
-    conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
+    // over (at most 64 MiB of it); most pages are already copied by the
+    // background checkpointer (see `writer`), and a long WAL lets a page
+    // changed by many commits be copied once.
+    conn.pragma_update(None, "wal_autocheckpoint", 16000)?;
     migrate(&conn).with_context(|| format!("cannot prepare schema in {}", path.display()))?;
     Ok(conn)
 }
