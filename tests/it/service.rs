@@ -808,3 +808,31 @@ async fn status_reports_a_damaged_file() {
     assert_ne!(integrity, "ok");
     assert!(integrity.contains("users_email"), "{integrity}");
 }
+
+/// systemd may name an abstract socket (`@name`); READY=1 still arrives.
+#[test]
+fn notify_to_an_abstract_socket() {
+    use std::os::linux::net::SocketAddrExt as _;
+    let name = format!("clerk-sync-test-{}", unique_msg_id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let socket = UnixDatagram::bind_addr(&addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut s = Server::with(Config {
+        extra_env: vec![("NOTIFY_SOCKET".into(), format!("@{name}"))],
+        ..Config::default()
+    });
+    let mut messages = Vec::new();
+    collect(
+        &socket,
+        &mut messages,
+        |m| m.contains("READY=1"),
+        Duration::from_secs(5),
+    );
+    assert!(s.stop().success());
+    assert!(
+        messages.iter().any(|m| m.contains("READY=1")),
+        "{messages:?}"
+    );
+}
