@@ -519,6 +519,26 @@ async fn sign_prints_headers_the_server_accepts() {
     assert!(!out.stdout.contains(v["secret"].as_str().unwrap()));
 }
 
+/// `clerk-sync verify FILE --id ID --timestamp TS --signature SIG EXTRA...`
+/// with `secret` as the configured signing secret(s).
+fn verify_cmd(secret: &str, file: &str, id: &str, ts: &str, sig: &str, extra: &[&str]) -> Finished {
+    let args = [
+        &[
+            "verify",
+            file,
+            "--id",
+            id,
+            "--timestamp",
+            ts,
+            "--signature",
+            sig,
+        ][..],
+        extra,
+    ]
+    .concat();
+    run_to_end(&args, &[("CLERK_WEBHOOK_SIGNING_SECRET", secret)])
+}
+
 #[test]
 fn verify_accepts_valid_deliveries_and_says_why_others_fail() {
     let dir = tempfile::tempdir().unwrap();
@@ -530,48 +550,15 @@ fn verify_accepts_valid_deliveries_and_says_why_others_fail() {
     let ts = now_secs().to_string();
     let sig = sign(SECRET, &id, &ts, &body);
 
-    let ok = run_with_secret(&[
-        "verify",
-        f,
-        "--id",
-        &id,
-        "--timestamp",
-        &ts,
-        "--signature",
-        &sig,
-    ]);
+    let ok = verify_cmd(SECRET, f, &id, &ts, &sig, &[]);
     assert!(ok.status.success(), "{}{}", ok.stdout, ok.stderr);
 
     // A second, rotated secret still verifies the old endpoint's signature.
     let both = format!("{SECRET_B},{SECRET}");
-    let rotated = run_to_end(
-        &[
-            "verify",
-            f,
-            "--id",
-            &id,
-            "--timestamp",
-            &ts,
-            "--signature",
-            &sig,
-        ],
-        &[("CLERK_WEBHOOK_SIGNING_SECRET", &both)],
-    );
+    let rotated = verify_cmd(&both, f, &id, &ts, &sig, &[]);
     assert!(rotated.status.success(), "{}", rotated.stderr);
 
-    let wrong_secret = run_to_end(
-        &[
-            "verify",
-            f,
-            "--id",
-            &id,
-            "--timestamp",
-            &ts,
-            "--signature",
-            &sig,
-        ],
-        &[("CLERK_WEBHOOK_SIGNING_SECRET", OTHER_SECRET)],
-    );
+    let wrong_secret = verify_cmd(OTHER_SECRET, f, &id, &ts, &sig, &[]);
     assert!(!wrong_secret.status.success());
     assert!(
         wrong_secret.stderr.contains("secret is wrong"),
@@ -585,16 +572,7 @@ fn verify_accepts_valid_deliveries_and_says_why_others_fail() {
         b"{\"type\":\"user.created\",\"data\":{\"id\":\"user_2\"}}",
     )
     .unwrap();
-    let tampered = run_with_secret(&[
-        "verify",
-        changed.to_str().unwrap(),
-        "--id",
-        &id,
-        "--timestamp",
-        &ts,
-        "--signature",
-        &sig,
-    ]);
+    let tampered = verify_cmd(SECRET, changed.to_str().unwrap(), &id, &ts, &sig, &[]);
     assert!(!tampered.status.success());
     assert!(tampered.stderr.contains("body"), "{}", tampered.stderr);
 
@@ -602,20 +580,10 @@ fn verify_accepts_valid_deliveries_and_says_why_others_fail() {
     // and the age is reported; with --tolerance the window is enforced.
     let old_ts = (now_secs() - 1000).to_string();
     let old_sig = sign(SECRET, &id, &old_ts, &body);
-    let old_args = [
-        "verify",
-        f,
-        "--id",
-        &id,
-        "--timestamp",
-        &old_ts,
-        "--signature",
-        &old_sig,
-    ];
-    let saved = run_with_secret(&old_args);
+    let saved = verify_cmd(SECRET, f, &id, &old_ts, &old_sig, &[]);
     assert!(saved.status.success(), "{}", saved.stderr);
     assert!(saved.stdout.contains("outside"), "{}", saved.stdout);
-    let stale = run_with_secret(&[&old_args[..], &["--tolerance", "300"]].concat());
+    let stale = verify_cmd(SECRET, f, &id, &old_ts, &old_sig, &["--tolerance", "300"]);
     assert!(!stale.status.success());
     assert!(stale.stderr.contains("s old"), "{}", stale.stderr);
     assert!(
@@ -623,50 +591,28 @@ fn verify_accepts_valid_deliveries_and_says_why_others_fail() {
         "says by how much: {}",
         stale.stderr
     );
-    let wide = run_with_secret(&[&old_args[..], &["--tolerance", "2000"]].concat());
+    let wide = verify_cmd(SECRET, f, &id, &old_ts, &old_sig, &["--tolerance", "2000"]);
     assert!(wide.status.success(), "{}", wide.stderr);
 
     let future_ts = (now_secs() + 1000).to_string();
     let future_sig = sign(SECRET, &id, &future_ts, &body);
-    let future = run_with_secret(&[
-        "verify",
+    let future = verify_cmd(
+        SECRET,
         f,
-        "--id",
         &id,
-        "--timestamp",
         &future_ts,
-        "--signature",
         &future_sig,
-        "--tolerance",
-        "300",
-    ]);
+        &["--tolerance", "300"],
+    );
     assert!(!future.status.success());
     assert!(future.stderr.contains("future"), "{}", future.stderr);
 
     for garbage in ["garbage", "v1,", "v2,abc"] {
-        let bad = run_with_secret(&[
-            "verify",
-            f,
-            "--id",
-            &id,
-            "--timestamp",
-            &ts,
-            "--signature",
-            garbage,
-        ]);
+        let bad = verify_cmd(SECRET, f, &id, &ts, garbage, &[]);
         assert!(!bad.status.success(), "{garbage}");
         assert!(bad.stderr.contains("v1"), "{garbage}: {}", bad.stderr);
     }
-    let bad_ts = run_with_secret(&[
-        "verify",
-        f,
-        "--id",
-        &id,
-        "--timestamp",
-        "soon",
-        "--signature",
-        &sig,
-    ]);
+    let bad_ts = verify_cmd(SECRET, f, &id, "soon", &sig, &[]);
     assert!(!bad_ts.status.success());
     assert!(!ok.stdout.contains(SECRET) && !tampered.stderr.contains(SECRET));
 }
@@ -681,22 +627,13 @@ fn verify_checks_published_vectors_offline() {
         };
         let file = dir.path().join("payload");
         std::fs::write(&file, payload).unwrap();
-        let args = [
-            "verify",
+        let out = verify_cmd(
+            v["secret"].as_str().unwrap(),
             file.to_str().unwrap(),
-            "--id",
             v["msg_id"].as_str().unwrap(),
-            "--timestamp",
             v["timestamp"].as_str().unwrap(),
-            "--signature",
             v["expected_signature"].as_str().unwrap(),
-        ];
-        let out = run_to_end(
-            &args,
-            &[(
-                "CLERK_WEBHOOK_SIGNING_SECRET",
-                v["secret"].as_str().unwrap(),
-            )],
+            &[],
         );
         assert!(out.status.success(), "{}: {}", v["name"], out.stderr);
     }
