@@ -88,7 +88,7 @@ pub struct ServeArgs {
         long,
         value_name = "SECS",
         env = "CLERK_SYNC_TOLERANCE",
-        default_value_t = 300
+        default_value_t = crate::signature::DEFAULT_TOLERANCE
     )]
     pub tolerance: u64,
 

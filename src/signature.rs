@@ -33,6 +33,10 @@ const SIGNATURE_BASE64: GeneralPurpose = STANDARD;
 
 const SECRET_PREFIX: &str = "whsec_";
 
+/// How far, in seconds, a timestamp may be from now by default: the reference
+/// libraries' five minutes.
+pub const DEFAULT_TOLERANCE: u64 = 300;
+
 /// The signing secrets a delivery may be signed with. More than one is how a
 /// user rotates: during the overlap both Clerk endpoints deliver.
 ///

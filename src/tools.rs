@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
 use crate::cli::{SendArgs, SignArgs, StatusArgs, VerifyArgs};
-use crate::signature::{self, Secrets, VerifyError};
+use crate::signature::{self, Secrets, VerifyError, DEFAULT_TOLERANCE};
 use crate::{config, db};
 
 /// `send`: signs a built-in event or a file's bytes and POSTs it.
@@ -278,9 +278,6 @@ fn check_delivery(
         }
     }
 }
-
-/// `serve`'s default `--tolerance`, for what `verify` reports.
-const DEFAULT_TOLERANCE: u64 = 300;
 
 /// `status`: counts, last event, schema version and integrity, read-only.
 ///
