@@ -135,18 +135,19 @@ async fn receive(app: &App, req: Request<Incoming>) -> Received {
     let bytes = read_body(body, app.max_body, declared, expect_continue)
         .await
         .map_err(|r| (id(), r))?;
+    let now_ms = db::now_ms();
     app.secrets
         .verify(
             &headers.id,
             headers.timestamp,
             &headers.signature,
             &bytes,
-            db::now_ms() / 1000,
+            now_ms / 1000,
             app.tolerance,
         )
         .map_err(|e| (id(), e.into()))?;
     let delivery =
-        event::parse(headers.id.clone(), &bytes, db::now_ms()).map_err(|e| (id(), e.into()))?;
+        event::parse(headers.id.clone(), &bytes, now_ms).map_err(|e| (id(), e.into()))?;
     let applied = Applied {
         id: delivery.id.clone(),
         event_type: delivery.event_type.clone(),
