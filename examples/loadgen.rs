@@ -18,8 +18,12 @@
 //! cargo run --release --example loadgen -- --startup-users 100000 --requests 0
 //! ```
 //!
-//! - `--connections 1,16,64` runs a sweep; `--mode clerk-sync|bare|both`
-//!   (default both) picks the servers; `--duration SECS` caps each run.
+//! - `--connections 1,16,64` runs a sweep; `--mode` picks the servers:
+//!   `both` (the default: bare and clerk-sync), `all` (adds `verify+parse`,
+//!   the bare server checking each signature and parsing each event with
+//!   clerk-sync's own code but storing nothing, which splits clerk-sync's cost
+//!   into the request path and the durable write), or one of `clerk-sync`,
+//!   `bare`, `checked`; `--duration SECS` caps each run.
 //! - `--startup-users K` first fills a database with K users through the
 //!   crate's own write path and measures how long `serve` takes to be ready on
 //!   it; `--requests 0` skips the load runs.
@@ -48,11 +52,12 @@ use anyhow::{bail, Context as _};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use clap::{Parser, ValueEnum};
+use clerk_sync::signature::Secrets;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, Response, Uri};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use ring::hmac;
 use ring::rand::{SecureRandom as _, SystemRandom};
@@ -131,18 +136,28 @@ struct Args {
     /// Internal: run as the bare ceiling server.
     #[arg(long, hide = true)]
     serve_bare: bool,
+
+    /// Internal: the bare server also verifies and parses each delivery.
+    #[arg(long, hide = true, requires = "serve_bare")]
+    check: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     ClerkSync,
     Bare,
+    /// The bare server plus signature check and event parsing: no database.
+    Checked,
+    /// Bare and clerk-sync.
     Both,
+    /// Bare, checked and clerk-sync.
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Bare,
+    Checked,
     ClerkSync,
 }
 
@@ -150,6 +165,7 @@ impl Target {
     fn name(self) -> &'static str {
         match self {
             Target::Bare => "bare",
+            Target::Checked => "verify+parse",
             Target::ClerkSync => "clerk-sync",
         }
     }
@@ -158,7 +174,7 @@ impl Target {
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.serve_bare {
-        return match serve_bare() {
+        return match serve_bare(args.check) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("loadgen --serve-bare: error: {e:#}");
@@ -219,7 +235,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     }
     let targets: &[Target] = match args.mode {
         Mode::Both => &[Target::Bare, Target::ClerkSync],
+        Mode::All => &[Target::Bare, Target::Checked, Target::ClerkSync],
         Mode::Bare => &[Target::Bare],
+        Mode::Checked => &[Target::Checked],
         Mode::ClerkSync => &[Target::ClerkSync],
     };
     let needs_bin =
@@ -288,7 +306,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             rows.push(row);
         }
     }
-    print_table(&rows, args.mode == Mode::Both);
+    print_table(&rows, matches!(args.mode, Mode::Both | Mode::All));
     Ok(ok)
 }
 
@@ -795,13 +813,18 @@ fn start_clerk_sync(bin: &Path, db: &Path, secret: &Secret) -> anyhow::Result<Se
     })
 }
 
-/// Starts this program as the bare ceiling server.
-fn start_bare() -> anyhow::Result<Server> {
+/// Starts this program as the bare ceiling server; with a secret, the server
+/// also verifies and parses every delivery.
+fn start_bare(check: Option<&Secret>) -> anyhow::Result<Server> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut command = Command::new(exe);
+    command.arg("--serve-bare").env_clear();
+    if let Some(secret) = check {
+        command
+            .arg("--check")
+            .env("CLERK_WEBHOOK_SIGNING_SECRET", &secret.text);
+    }
     command
-        .arg("--serve-bare")
-        .env_clear()
         // Its stdin is how it notices this process is gone (see serve_bare).
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -939,8 +962,19 @@ fn cpu_seconds(pid: &str) -> Option<(f64, f64)> {
 // The bare ceiling server
 
 /// Reads each body in full and answers 200 with a tiny JSON body: the HTTP
-/// and socket work every receiver pays, and nothing else.
-fn serve_bare() -> anyhow::Result<()> {
+/// and socket work every receiver pays, and nothing else. With `check`, it
+/// also verifies the signature and parses the event with clerk-sync's own
+/// code, but stores nothing: what is left between that and clerk-sync is the
+/// cost of the durable write.
+fn serve_bare(check: bool) -> anyhow::Result<()> {
+    let secrets = if check {
+        let text = std::env::var("CLERK_WEBHOOK_SIGNING_SECRET")
+            .context("--check needs CLERK_WEBHOOK_SIGNING_SECRET")?;
+        Some(Secrets::parse(&text)?)
+    } else {
+        None
+    };
+    let secrets = Arc::new(secrets);
     // If the load generator dies without stopping us, its end of our stdin
     // closes; leave then rather than linger as an orphan.
     thread::Builder::new()
@@ -967,9 +1001,10 @@ fn serve_bare() -> anyhow::Result<()> {
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
                     let _ = stream.set_nodelay(true);
+                    let secrets = secrets.clone();
                     let conn = builder.serve_connection(
                         TokioIo::new(stream),
-                        hyper::service::service_fn(bare_answer),
+                        hyper::service::service_fn(move |req| bare_answer(secrets.clone(), req)),
                     );
                     tokio::spawn(async move {
                         let _ = conn.await;
@@ -983,14 +1018,50 @@ fn serve_bare() -> anyhow::Result<()> {
     })
 }
 
-async fn bare_answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    let body = req.into_body().collect().await?.to_bytes();
+async fn bare_answer(
+    secrets: Arc<Option<Secrets>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let status = match secrets.as_ref() {
+        Some(secrets) => check(secrets, &parts.headers, &body),
+        None => StatusCode::OK,
+    };
     std::hint::black_box(body);
     let mut response = Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
+    *response.status_mut() = status;
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(response)
+}
+
+/// The signature check and event parsing of a delivery, as `serve` does them.
+fn check(secrets: &Secrets, headers: &hyper::HeaderMap, body: &[u8]) -> StatusCode {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(id), Some(timestamp), Some(signature)) = (
+        header("svix-id"),
+        header("svix-timestamp").and_then(clerk_sync::signature::parse_timestamp),
+        header("svix-signature"),
+    ) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let now_ms = clerk_sync::db::now_ms();
+    let tolerance = clerk_sync::signature::DEFAULT_TOLERANCE;
+    if secrets
+        .verify(id, timestamp, signature, body, now_ms / 1000, tolerance)
+        .is_err()
+    {
+        return StatusCode::UNAUTHORIZED;
+    }
+    match clerk_sync::event::parse(id.to_owned(), body, now_ms) {
+        Ok(delivery) => {
+            std::hint::black_box(delivery);
+            StatusCode::OK
+        }
+        Err(_) => StatusCode::BAD_REQUEST,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1033,7 +1104,8 @@ fn run_once(
     let name = setup.target.name();
     let db = setup.dir.join(format!("bench-{}.db", setup.connections));
     let mut server = match setup.target {
-        Target::Bare => start_bare()?,
+        Target::Bare => start_bare(None)?,
+        Target::Checked => start_bare(Some(setup.secret))?,
         Target::ClerkSync => start_clerk_sync(
             setup.bin.context("no clerk-sync binary")?,
             &db,
@@ -1380,7 +1452,7 @@ fn print_table(rows: &[Row], compare: bool) {
         let fraction = rows
             .iter()
             .find(|r| r.target == Target::Bare && r.connections == row.connections)
-            .filter(|_| row.target == Target::ClerkSync)
+            .filter(|_| row.target != Target::Bare)
             .map_or(String::new(), |bare| {
                 format!("{:.0} %", 100.0 * row.rate / bare.rate)
             });
