@@ -21,9 +21,11 @@
 //! - `--connections 1,16,64` runs a sweep; `--mode` picks the servers:
 //!   `both` (the default: bare and clerk-sync), `all` (adds `verify+parse`,
 //!   the bare server checking each signature and parsing each event with
-//!   clerk-sync's own code but storing nothing, which splits clerk-sync's cost
-//!   into the request path and the durable write), or one of `clerk-sync`,
-//!   `bare`, `checked`; `--duration SECS` caps each run.
+//!   clerk-sync's own code but storing nothing, and `writer only`, the
+//!   crate's database writer fed parsed deliveries by concurrent tasks in this
+//!   process, with no HTTP: together they split clerk-sync's cost into the
+//!   request path and the durable write), or one of `clerk-sync`, `bare`,
+//!   `checked`, `writer`; `--duration SECS` caps each run.
 //! - `--startup-users K` first fills a database with K users through the
 //!   crate's own write path and measures how long `serve` takes to be ready on
 //!   it; `--requests 0` skips the load runs.
@@ -148,9 +150,11 @@ enum Mode {
     Bare,
     /// The bare server plus signature check and event parsing: no database.
     Checked,
+    /// clerk-sync's database writer alone, in this process: no HTTP.
+    Writer,
     /// Bare and clerk-sync.
     Both,
-    /// Bare, checked and clerk-sync.
+    /// Bare, checked, writer and clerk-sync.
     All,
 }
 
@@ -158,6 +162,7 @@ enum Mode {
 enum Target {
     Bare,
     Checked,
+    Writer,
     ClerkSync,
 }
 
@@ -166,6 +171,7 @@ impl Target {
         match self {
             Target::Bare => "bare",
             Target::Checked => "verify+parse",
+            Target::Writer => "writer only",
             Target::ClerkSync => "clerk-sync",
         }
     }
@@ -235,9 +241,15 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     }
     let targets: &[Target] = match args.mode {
         Mode::Both => &[Target::Bare, Target::ClerkSync],
-        Mode::All => &[Target::Bare, Target::Checked, Target::ClerkSync],
+        Mode::All => &[
+            Target::Bare,
+            Target::Checked,
+            Target::Writer,
+            Target::ClerkSync,
+        ],
         Mode::Bare => &[Target::Bare],
         Mode::Checked => &[Target::Checked],
+        Mode::Writer => &[Target::Writer],
         Mode::ClerkSync => &[Target::ClerkSync],
     };
     let needs_bin =
@@ -301,7 +313,11 @@ fn run(args: &Args) -> anyhow::Result<bool> {
                 dir: dir.path(),
                 secret: &secret,
             };
-            let row = run_once(&rt, &setup, &deliveries)?;
+            let row = if target == Target::Writer {
+                run_writer(&rt, &setup, &deliveries)?
+            } else {
+                run_once(&rt, &setup, &deliveries)?
+            };
             ok &= row.passed;
             rows.push(row);
         }
@@ -1111,6 +1127,7 @@ fn run_once(
             &db,
             setup.secret,
         )?,
+        Target::Writer => bail!("the writer runs in this process"),
     };
     let pid = server.process.pid();
     let signed = Arc::new(sign_all(deliveries, setup.secret)?);
@@ -1223,6 +1240,110 @@ fn run_once(
         max,
         rss_mb,
         cpu_us_per_request: server_cpu.map(|(user, sys)| (user + sys) * 1e6 / ok.max(1) as f64),
+        passed,
+    })
+}
+
+/// The database half of clerk-sync alone: the deliveries, parsed before the
+/// clock starts, go through the crate's own writer (group commit,
+/// `synchronous=FULL`, background checkpoints) from `connections` concurrent
+/// tasks of this process, with no HTTP and no signature check. The CPU figure
+/// is this whole process's: the writer, its checkpointer and the tasks
+/// handing deliveries over.
+fn run_writer(
+    rt: &tokio::runtime::Runtime,
+    setup: &RunSetup<'_>,
+    deliveries: &[Delivery],
+) -> anyhow::Result<Row> {
+    use clerk_sync::writer::Writer;
+    let db = setup.dir.join(format!("writer-{}.db", setup.connections));
+    let now = now_ms();
+    let parsed = deliveries
+        .iter()
+        .map(|d| clerk_sync::event::parse(d.id.clone(), &d.body, now))
+        .collect::<Result<Vec<_>, _>>()
+        .context("a generated delivery does not parse")?;
+    let mut queue = parsed.into_iter().enumerate().collect::<Vec<_>>();
+    queue.reverse();
+    let queue = Arc::new(Mutex::new(queue));
+    let conn = clerk_sync::db::open_writer(&db, Duration::from_secs(5))?;
+    let cpu_before = cpu_seconds("self");
+    let started = Instant::now();
+    let deadline = started + setup.duration;
+    let (writer, thread) = {
+        let _entered = rt.enter();
+        Writer::spawn(conn)?
+    };
+    let samples = rt.block_on(async {
+        let tasks: Vec<_> = (0..setup.connections)
+            .map(|_| {
+                let writer = writer.clone();
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    let mut samples = Vec::new();
+                    loop {
+                        let next = queue.lock().ok().and_then(|mut q| q.pop());
+                        let Some((index, delivery)) = next else { break };
+                        if Instant::now() > deadline || stopping() {
+                            break;
+                        }
+                        let sent = Instant::now();
+                        let result = writer.apply(delivery, Duration::from_secs(8)).await;
+                        samples.push(Sample {
+                            index,
+                            status: if result.is_ok() { 200 } else { 503 },
+                            latency: sent.elapsed(),
+                        });
+                    }
+                    samples
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap_or_default());
+        }
+        all
+    });
+    let elapsed = started.elapsed();
+    drop(writer);
+    let _ = thread.join();
+    let cpu = cpu_seconds("self")
+        .zip(cpu_before)
+        .map(|((user, sys), (user0, sys0))| user + sys - user0 - sys0);
+    let ok = samples.iter().filter(|s| s.status == 200).count();
+    let mut latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
+    latencies.sort_unstable();
+    let rate = ok as f64 / elapsed.as_secs_f64();
+    let [p50, p90, p99, max] = [50.0, 90.0, 99.0, 100.0].map(|p| percentile_ms(&latencies, p));
+    println!();
+    println!(
+        "writer only, {} tasks: {ok} of {} applied in {:.2} s = {rate:.0} deliveries/s",
+        setup.connections,
+        samples.len(),
+        elapsed.as_secs_f64()
+    );
+    println!("  latency ms: p50 {p50:.2}, p90 {p90:.2}, p99 {p99:.2}, max {max:.2}");
+    let cpu_us = cpu.map(|s| s * 1e6 / ok.max(1) as f64);
+    println!(
+        "  CPU of this process: {}",
+        cpu_us.map_or("unknown".into(), |c| format!("{c:.0} us/delivery"))
+    );
+    let mut passed = ok == samples.len();
+    passed &= check_database(&db, deliveries, &samples)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    Ok(Row {
+        target: Target::Writer,
+        connections: setup.connections,
+        rate,
+        p50,
+        p90,
+        p99,
+        max,
+        rss_mb: None,
+        cpu_us_per_request: cpu_us,
         passed,
     })
 }
