@@ -1139,9 +1139,7 @@ fn run_once(
         setup.connections,
         setup.duration,
     ))?;
-    let client_cpu = cpu_seconds("self")
-        .zip(client_cpu)
-        .map(|((user, sys), (user0, sys0))| user + sys - user0 - sys0);
+    let client_cpu = own_cpu_since(client_cpu);
     // Read before stopping: the figures vanish with the process.
     let rss_mb = peak_rss_mb(pid);
     let server_cpu = cpu_seconds(&pid.to_string());
@@ -1155,14 +1153,8 @@ fn run_once(
         *statuses.entry(s.status).or_default() += 1;
     }
     let ok = statuses.get(&200).copied().unwrap_or(0);
-    let mut latencies: Vec<Duration> = samples
-        .iter()
-        .filter(|s| s.status != 0)
-        .map(|s| s.latency)
-        .collect();
-    latencies.sort_unstable();
     let rate = ok as f64 / elapsed.as_secs_f64();
-    let [p50, p90, p99, max] = [50.0, 90.0, 99.0, 100.0].map(|p| percentile_ms(&latencies, p));
+    let [p50, p90, p99, max] = latency_ms(&samples);
 
     println!();
     println!(
@@ -1225,10 +1217,7 @@ fn run_once(
     }
     if setup.target == Target::ClerkSync {
         passed &= check_database(&db, deliveries, &samples)?;
-        // Each run starts empty; the file has served its purpose.
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-        }
+        remove_database(&db);
     }
     Ok(Row {
         target: setup.target,
@@ -1308,14 +1297,10 @@ fn run_writer(
     let elapsed = started.elapsed();
     drop(writer);
     let _ = thread.join();
-    let cpu = cpu_seconds("self")
-        .zip(cpu_before)
-        .map(|((user, sys), (user0, sys0))| user + sys - user0 - sys0);
+    let cpu = own_cpu_since(cpu_before);
     let ok = samples.iter().filter(|s| s.status == 200).count();
-    let mut latencies: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
-    latencies.sort_unstable();
     let rate = ok as f64 / elapsed.as_secs_f64();
-    let [p50, p90, p99, max] = [50.0, 90.0, 99.0, 100.0].map(|p| percentile_ms(&latencies, p));
+    let [p50, p90, p99, max] = latency_ms(&samples);
     println!();
     println!(
         "writer only, {} tasks: {ok} of {} applied in {:.2} s = {rate:.0} deliveries/s",
@@ -1331,9 +1316,7 @@ fn run_writer(
     );
     let mut passed = ok == samples.len();
     passed &= check_database(&db, deliveries, &samples)?;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
+    remove_database(&db);
     Ok(Row {
         target: Target::Writer,
         connections: setup.connections,
@@ -1346,6 +1329,31 @@ fn run_writer(
         cpu_us_per_request: cpu_us,
         passed,
     })
+}
+
+/// CPU seconds this process has used since `before` was read.
+fn own_cpu_since(before: Option<(f64, f64)>) -> Option<f64> {
+    cpu_seconds("self")
+        .zip(before)
+        .map(|((user, sys), (user0, sys0))| user + sys - user0 - sys0)
+}
+
+/// p50, p90, p99 and max latency of the answered samples, in milliseconds.
+fn latency_ms(samples: &[Sample]) -> [f64; 4] {
+    let mut latencies: Vec<Duration> = samples
+        .iter()
+        .filter(|s| s.status != 0)
+        .map(|s| s.latency)
+        .collect();
+    latencies.sort_unstable();
+    [50.0, 90.0, 99.0, 100.0].map(|p| percentile_ms(&latencies, p))
+}
+
+/// Each run starts empty; once measured, the file has served its purpose.
+fn remove_database(db: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
 }
 
 /// Nearest-rank percentile, in milliseconds.
@@ -1646,9 +1654,7 @@ fn measure_startup(bin: &Path, dir: &Path, secret: &Secret, k: u64) -> anyhow::R
         fmt(&empty),
         if passed { ", exit 0" } else { ": FAILED" }
     );
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
+    remove_database(&db);
     println!();
     Ok(passed)
 }
