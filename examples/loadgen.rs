@@ -1256,12 +1256,13 @@ fn run_writer(
     queue.reverse();
     let queue = Arc::new(Mutex::new(queue));
     let conn = clerk_sync::db::open_writer(&db, Duration::from_secs(5))?;
+    let file = clerk_sync::db::DbFile::open(&db)?;
     let cpu_before = cpu_seconds("self");
     let started = Instant::now();
     let deadline = started + setup.duration;
     let (writer, thread) = {
         let _entered = rt.enter();
-        Writer::spawn(conn)?
+        Writer::spawn(conn, file)?
     };
     let samples = rt.block_on(async {
         let tasks: Vec<_> = (0..setup.connections)

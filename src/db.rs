@@ -5,7 +5,8 @@
 //! they never wait for the writer. `synchronous=FULL` makes every commit
 //! reach the disk before it returns, which is what lets a `200` mean "kept".
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -114,6 +115,74 @@ pub fn read_pool(path: &Path, busy_timeout: Duration) -> anyhow::Result<ReadPool
         .connection_timeout(Duration::from_secs(2))
         .build(manager)
         .context("cannot open read connections")
+}
+
+/// The database file this process opened, told apart from whatever its path
+/// names now. SQLite keeps writing to the file it opened even after the path
+/// stops naming it (an `rm` to start over, a restore renamed onto the path):
+/// every delivery would then be acknowledged into a file nobody reads, and be
+/// lost when the process ends. Checking the path's identity after each commit
+/// and in health checks turns that into 503s until a restart opens the file
+/// the path names. A file overwritten in place keeps its identity and cannot
+/// be told apart.
+#[derive(Debug, Clone)]
+pub struct DbFile {
+    path: PathBuf,
+    /// Device and inode at open.
+    id: (u64, u64),
+}
+
+/// Why the database file is not the one this process is writing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    #[error("the database file was removed or moved away; restart clerk-sync")]
+    Gone,
+    #[error("the database file was replaced by another file; restart clerk-sync to use it")]
+    Replaced,
+    #[error("cannot check the database file: {0}")]
+    Unreadable(String),
+}
+
+impl DbFile {
+    /// Records the identity of the file at `path`, which must exist.
+    ///
+    /// # Errors
+    /// When `path` cannot be examined.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let meta = std::fs::metadata(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            id: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// Whether `path` still names the file that was opened.
+    ///
+    /// # Errors
+    /// [`FileError`] says what happened to it.
+    pub fn check(&self) -> Result<(), FileError> {
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if (meta.dev(), meta.ino()) == self.id => Ok(()),
+            Ok(_) => Err(FileError::Replaced),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(FileError::Gone),
+            Err(e) => Err(FileError::Unreadable(e.to_string())),
+        }
+    }
+}
+
+/// Whether the database answers a read, and is still the file at its path.
+/// Used by `/healthz` and by the systemd watchdog.
+///
+/// # Errors
+/// What is wrong, in words fit for a health check's answer.
+pub fn check_health(readers: &ReadPool, file: &DbFile) -> anyhow::Result<()> {
+    file.check()?;
+    let conn = readers.get().context("no database connection")?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .context("the database does not answer")?;
+    Ok(())
 }
 
 /// All users ever seen, and how many of them are tombstones. Both counts
@@ -294,6 +363,23 @@ mod tests {
     }
 
     const T: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn a_file_moved_or_replaced_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        std::fs::write(&path, b"one").unwrap();
+        let file = DbFile::open(&path).unwrap();
+        assert_eq!(file.check(), Ok(()));
+        // Rewritten in place: the same file, which is all this can tell.
+        std::fs::write(&path, b"two").unwrap();
+        assert_eq!(file.check(), Ok(()));
+        std::fs::rename(&path, dir.path().join("b.db")).unwrap();
+        assert_eq!(file.check(), Err(FileError::Gone));
+        std::fs::write(dir.path().join("c.db"), b"three").unwrap();
+        std::fs::rename(dir.path().join("c.db"), &path).unwrap();
+        assert_eq!(file.check(), Err(FileError::Replaced));
+    }
 
     #[test]
     fn schema_applies_twice_and_records_its_version() {

@@ -16,7 +16,7 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
-use crate::db::{self, Outcome, ReadPool};
+use crate::db::{self, DbFile, Outcome, ReadPool};
 use crate::error::Rejection;
 use crate::event;
 use crate::metrics::Metrics;
@@ -50,6 +50,8 @@ pub struct App {
     pub max_body: u64,
     pub writer: Writer,
     pub readers: ReadPool,
+    /// The database file the writer has open.
+    pub file: DbFile,
     pub metrics: Metrics,
 }
 
@@ -277,18 +279,26 @@ async fn drain(mut body: Incoming) {
 }
 
 async fn health(app: &App) -> Response<Body> {
-    let readers = app.readers.clone();
-    let check = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
-        let conn = readers.get()?;
-        Ok(conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?)
-    });
-    match tokio::time::timeout(Duration::from_secs(3), check).await {
-        Ok(Ok(Ok(_))) => json_response(StatusCode::OK, &json!({ "ok": true })),
-        Ok(Ok(Err(e))) => {
-            tracing::warn!(error = %e, "health check failed");
-            error_response(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+    match check_health(app).await {
+        Ok(()) => json_response(StatusCode::OK, &json!({ "ok": true })),
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "health check failed");
+            error_response(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
-        _ => error_response(StatusCode::SERVICE_UNAVAILABLE, "database did not answer"),
+    }
+}
+
+/// [`db::check_health`] off the async workers, bounded in time.
+///
+/// # Errors
+/// Why the database is not healthy.
+pub async fn check_health(app: &App) -> anyhow::Result<()> {
+    let readers = app.readers.clone();
+    let file = app.file.clone();
+    let check = tokio::task::spawn_blocking(move || db::check_health(&readers, &file));
+    match tokio::time::timeout(Duration::from_secs(3), check).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) | Err(_) => anyhow::bail!("the database did not answer in time"),
     }
 }
 

@@ -34,9 +34,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let secrets = config::load_secrets(args.secrets.secret_file.as_deref())?;
     let busy = Duration::from_millis(args.busy_timeout);
     let conn = db::open_writer(&args.db, busy)?;
+    let file = db::DbFile::open(&args.db)
+        .with_context(|| format!("cannot examine {}", args.db.display()))?;
     let readers = db::read_pool(&args.db, busy)?;
     let (writer, writer_thread) =
-        Writer::spawn(conn).context("cannot start the database writer")?;
+        Writer::spawn(conn, file.clone()).context("cannot start the database writer")?;
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -48,6 +50,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body: args.max_body,
         writer,
         readers,
+        file,
         metrics: Metrics::new(args.db.clone()),
     });
     tracing::info!(
@@ -126,23 +129,14 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     }
 }
 
-/// Pings systemd's watchdog while the database answers, so a wedged process
-/// is restarted rather than left accepting and failing.
+/// Pings systemd's watchdog while `/healthz` would answer 200, so a wedged
+/// process, or one whose database file was removed or replaced, is restarted
+/// rather than left accepting and failing.
 async fn watchdog(app: Arc<App>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let readers = app.readers.clone();
-        let alive = tokio::task::spawn_blocking(move || {
-            readers
-                .get()
-                .ok()
-                .and_then(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).ok())
-                .is_some()
-        })
-        .await
-        .unwrap_or(false);
-        if alive {
+        if routes::check_health(&app).await.is_ok() {
             if let Err(e) = notify::notify("WATCHDOG=1") {
                 tracing::debug!(error = %e, "cannot ping the watchdog");
             }

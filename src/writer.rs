@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{self, Outcome};
+use crate::db::{self, DbFile, Outcome};
 use crate::event::Delivery;
 
 /// Most deliveries one transaction takes; bounds how long a batch holds the
@@ -51,18 +51,21 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`. The thread ends once every handle
-    /// is dropped and the queue is drained; join it to know the last commit
-    /// is done.
+    /// Starts the writer thread on `conn`, the database `file`. The thread
+    /// ends once every handle is dropped and the queue is drained; join it to
+    /// know the last commit is done.
     ///
     /// # Errors
     /// When the thread cannot be spawned.
-    pub fn spawn(conn: Connection) -> std::io::Result<(Self, thread::JoinHandle<()>)> {
+    pub fn spawn(
+        conn: Connection,
+        file: DbFile,
+    ) -> std::io::Result<(Self, thread::JoinHandle<()>)> {
         let (queue, rx) = mpsc::channel(QUEUE);
         let checkpointer = conn.path().and_then(|p| Checkpointer::spawn(Path::new(p)));
         let handle = thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || run(conn, rx, checkpointer))?;
+            .spawn(move || run(conn, &file, rx, checkpointer))?;
         Ok((Self { queue }, handle))
     }
 
@@ -86,8 +89,14 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, checkpointer: Option<Checkpointer>) {
+fn run(
+    mut conn: Connection,
+    file: &DbFile,
+    mut rx: mpsc::Receiver<Job>,
+    checkpointer: Option<Checkpointer>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut file_ok = true;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -96,7 +105,27 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, checkpointer: Option<C
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &mut batch);
+        let answers = commit_batch(&mut conn, &mut batch);
+        // Checked after the commit, so that no 200 leaves for a batch that
+        // went into a file that was removed or replaced meanwhile.
+        match file.check() {
+            Ok(()) => {
+                file_ok = true;
+                send_all(answers);
+            }
+            Err(e) => {
+                if file_ok {
+                    tracing::error!(error = %e, "deliveries refused until restart");
+                    file_ok = false;
+                }
+                let refused = WriteError::Database(e.to_string());
+                send_all(
+                    answers
+                        .into_iter()
+                        .map(|(reply, result)| (reply, result.and(Err(refused.clone())))),
+                );
+            }
+        }
         if let Some(c) = &checkpointer {
             c.nudge();
         }
@@ -105,6 +134,14 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, checkpointer: Option<C
     // No forced (TRUNCATE/RESTART) checkpoint on the way out. Closing the
     // last connection checkpoints by itself, and only when no other process
     // (a Litestream replicator, say) has the file open.
+    if file.check().is_err() {
+        // Except when the path now names another file: the WAL beside it is
+        // still this file's, and whatever opens the path next would replay
+        // these frames into the newcomer. Copy them home and empty the WAL.
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "cannot empty the write-ahead log of the moved database");
+        }
+    }
 }
 
 /// Copies committed WAL frames into the database file from its own thread
@@ -166,28 +203,37 @@ impl Drop for Checkpointer {
     }
 }
 
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<Job>) {
+type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
+
+/// Writes `batch` (emptying it) and returns each delivery's answer, unsent.
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Job>,
+) -> Vec<(Reply, Result<Outcome, WriteError>)> {
     let now = Instant::now();
     let (late, jobs): (Vec<Job>, Vec<Job>) = batch.drain(..).partition(|j| j.deadline < now);
-    for job in late {
-        let _ = job.reply.send(Err(WriteError::Deadline));
-    }
+    let mut answers: Vec<_> = late
+        .into_iter()
+        .map(|job| (job.reply, Err(WriteError::Deadline)))
+        .collect();
     if jobs.is_empty() {
-        return;
+        return answers;
     }
     match write_all(conn, &jobs) {
-        Ok(results) => {
-            for (job, result) in jobs.into_iter().zip(results) {
-                let _ = job.reply.send(result);
-            }
-        }
+        Ok(results) => answers.extend(jobs.into_iter().map(|job| job.reply).zip(results)),
         Err(e) => {
             tracing::warn!(error = %e, deliveries = jobs.len(), "batch not committed");
             let err = WriteError::Database(e.to_string());
-            for job in jobs {
-                let _ = job.reply.send(Err(err.clone()));
-            }
+            answers.extend(jobs.into_iter().map(|job| (job.reply, Err(err.clone()))));
         }
+    }
+    answers
+}
+
+fn send_all(answers: impl IntoIterator<Item = (Reply, Result<Outcome, WriteError>)>) {
+    for (reply, result) in answers {
+        // The request may have timed out and gone; nothing to tell it then.
+        let _ = reply.send(result);
     }
 }
 
@@ -292,7 +338,7 @@ mod tests {
         let (bad, rbad) = job("m2", "user_bad");
         let (c, rc) = job("m3", "user_c");
         let mut batch = vec![a, bad, c];
-        commit_batch(&mut conn, &mut batch);
+        send_all(commit_batch(&mut conn, &mut batch));
         assert_eq!(ra.blocking_recv().unwrap(), Ok(Outcome::Applied));
         assert!(matches!(
             rbad.blocking_recv().unwrap(),
@@ -321,7 +367,7 @@ mod tests {
         let (a, ra) = job("m1", "user_a");
         let (b, rb) = job("m2", "user_b");
         let mut batch = vec![a, b];
-        commit_batch(&mut conn, &mut batch);
+        send_all(commit_batch(&mut conn, &mut batch));
         assert!(matches!(
             ra.blocking_recv().unwrap(),
             Err(WriteError::Database(_))
@@ -342,7 +388,7 @@ mod tests {
         late.deadline = Instant::now() - Duration::from_millis(1);
         let (on_time, ron_time) = job("m2", "user_b");
         let mut batch = vec![late, on_time];
-        commit_batch(&mut conn, &mut batch);
+        send_all(commit_batch(&mut conn, &mut batch));
         assert_eq!(rlate.blocking_recv().unwrap(), Err(WriteError::Deadline));
         assert_eq!(ron_time.blocking_recv().unwrap(), Ok(Outcome::Applied));
         assert_eq!(events(&conn), 1);

@@ -795,3 +795,81 @@ fn refuses_a_file_it_cannot_use() {
     }
     assert_eq!(std::fs::read(&garbage).unwrap(), vec![0x42u8; 8192]);
 }
+
+/// SQLite keeps writing to the file it opened even after its path names
+/// another file or none. Moved away or replaced under a running server, the
+/// database is then out of reach: health and deliveries answer 503 (Svix
+/// retries) until a restart opens the file the path names, where the retry
+/// lands.
+#[tokio::test]
+async fn a_database_file_moved_away_or_replaced_is_refused_until_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    let mut s = Server::with(Config {
+        db: Some(db.clone()),
+        ..Config::default()
+    });
+    let first = delivery(user_event(
+        "user.created",
+        &user_data(&unique_user_id(), T0, T0),
+    ));
+    assert_status(&s.deliver(&first).await, 200, "before the file moves");
+    assert_status(&s.get("/healthz").await, 200, "before the file moves");
+
+    let moved = dir.path().join("moved.db");
+    std::fs::rename(&db, &moved).unwrap();
+    let health = s.get("/healthz").await;
+    assert_status(&health, 503, "health once the file is gone");
+    health.assert_json_reason();
+    assert!(health.text().contains("removed"), "{}", health.text());
+    let second = delivery(user_event(
+        "user.created",
+        &user_data(&unique_user_id(), T0, T0),
+    ));
+    let r = s.deliver(&second).await;
+    assert_status(&r, 503, "delivery once the file is gone");
+    r.assert_json_reason();
+
+    // A restore: a complete database made elsewhere, renamed onto the path.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let restored = elsewhere.path().join("restored.db");
+    rusqlite::Connection::open(&restored)
+        .unwrap()
+        .execute_batch("CREATE TABLE from_backup (x)")
+        .unwrap();
+    std::fs::rename(&restored, &db).unwrap();
+    let health = s.get("/healthz").await;
+    assert_status(&health, 503, "health once the file is replaced");
+    assert!(health.text().contains("replaced"), "{}", health.text());
+    let second = second.resigned(SECRET);
+    assert_status(
+        &s.deliver(&second).await,
+        503,
+        "delivery once the file is replaced",
+    );
+    assert_eq!(s.stop().code(), Some(0));
+
+    // The file the server had open kept what it acknowledged.
+    let old = open_db(&moved);
+    assert_eq!(event_count_for(&old, &first.id), 1);
+    drop(old);
+
+    let s = Server::with(Config {
+        db: Some(db.clone()),
+        ..Config::default()
+    });
+    assert_status(&s.get("/healthz").await, 200, "after the restart");
+    assert_status(
+        &s.deliver(&second.resigned(SECRET)).await,
+        200,
+        "the retry after the restart",
+    );
+    let c = s.db();
+    assert_eq!(event_count_for(&c, &second.id), 1);
+    assert_eq!(event_count_for(&c, &first.id), 0);
+    assert_eq!(
+        count(&c, "from_backup"),
+        0,
+        "the restored file is the one in use"
+    );
+}
