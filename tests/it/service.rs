@@ -121,6 +121,42 @@ async fn systemd_notify_ready_watchdog_stopping_in_order() {
     assert_eq!(messages.iter().filter(|m| m.contains("READY=1")).count(), 1);
 }
 
+/// The watchdog is fed only while `/healthz` would answer 200: once the
+/// database file is moved away the pings stop, so systemd restarts the
+/// service onto the file its path names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_pings_stop_once_the_database_file_is_moved_away() {
+    let (_dir, socket, mut s) = notified_server(&[("WATCHDOG_USEC", "200000")]);
+    let mut before = Vec::new();
+    collect(
+        &socket,
+        &mut before,
+        |m| m.contains("WATCHDOG=1"),
+        Duration::from_secs(5),
+    );
+    assert!(
+        before.iter().any(|m| m.contains("WATCHDOG=1")),
+        "no ping while healthy: {before:?}"
+    );
+
+    std::fs::rename(&s.db_path, s.db_path.with_extension("moved")).unwrap();
+    assert_status(&s.get("/healthz").await, 503, "health once the file moved");
+    // A ping already on its way may still arrive; after that, none.
+    collect(
+        &socket,
+        &mut Vec::new(),
+        |_| false,
+        Duration::from_millis(300),
+    );
+    let mut after = Vec::new();
+    collect(&socket, &mut after, |_| false, Duration::from_millis(800));
+    assert!(
+        !after.iter().any(|m| m.contains("WATCHDOG=1")),
+        "pings after the file moved (every ~100 ms before): {after:?}"
+    );
+    assert!(s.stop().success(), "{}", s.logs());
+}
+
 /// Without WATCHDOG_USEC there are no pings; a watchdog meant for another
 /// process (WATCHDOG_PID) is ignored too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
