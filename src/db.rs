@@ -215,18 +215,37 @@ pub fn now_ms() -> i64 {
 /// # Errors
 /// Any SQLite failure; the caller rolls back.
 pub fn apply(conn: &Connection, d: &Delivery, received_at: i64) -> rusqlite::Result<Outcome> {
-    let seen = conn
-        .prepare_cached("SELECT 1 FROM webhook_events WHERE id = ?1")?
-        .query_row([&d.id], |_| Ok(()))
-        .optional()?;
-    if seen.is_some() {
+    // The event row goes in first: its primary key is the dedupe, so the
+    // check and the record are one statement. Its outcome is what most
+    // deliveries end with, corrected below for the few that end otherwise.
+    let expected = match d.change {
+        Change::Record => Outcome::Ignored,
+        _ => Outcome::Applied,
+    };
+    let recorded = conn
+        .prepare_cached(
+            "INSERT INTO webhook_events (id, type, received_at, object_id, event_timestamp, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(id) DO NOTHING",
+        )?
+        .execute(params![
+            d.id,
+            d.event_type,
+            received_at,
+            d.object_id,
+            d.timestamp_ms,
+            expected.as_str()
+        ])?;
+    if recorded == 0 {
         return Ok(Outcome::Duplicate);
     }
     let outcome = match (&d.change, &d.object_id) {
         (Change::Upsert(u), Some(clerk_id)) => {
             // Guard: never go back in time, and a tombstone yields only to a
             // strictly newer version of the user.
-            let changed = conn
+            // RETURNING yields a row only when the insert or update happened,
+            // and says whether the indexed columns, left out of the SET list,
+            // hold other values than this version's.
+            let changed: Option<bool> = conn
                 .prepare_cached(
                     "INSERT INTO users (clerk_id, email, first_name, last_name, username,
                         image_url, external_id, created_at, updated_at, deleted_at, data)
@@ -240,9 +259,10 @@ pub fn apply(conn: &Connection, d: &Delivery, received_at: i64) -> rusqlite::Res
                         deleted_at = NULL, data = excluded.data
                      WHERE CASE WHEN users.deleted_at IS NULL
                                 THEN users.updated_at IS NULL OR excluded.updated_at >= users.updated_at
-                                ELSE excluded.updated_at > users.deleted_at END",
+                                ELSE excluded.updated_at > users.deleted_at END
+                     RETURNING email IS NOT ?2 OR external_id IS NOT ?7",
                 )?
-                .execute(params![
+                .query_row(params![
                     clerk_id,
                     u.email,
                     u.first_name,
@@ -253,17 +273,21 @@ pub fn apply(conn: &Connection, d: &Delivery, received_at: i64) -> rusqlite::Res
                     u.created_at,
                     u.updated_at,
                     u.data
-                ])?;
-            if changed == 1 {
+                ],
+                |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(indexed_differ) = changed {
                 // The indexed columns are set apart, and only when they
                 // differ: naming a column in an UPDATE rewrites its index
                 // entries even if the value is the same, and most updates
                 // (a sign-in, new metadata) leave email and external_id be.
-                conn.prepare_cached(
-                    "UPDATE users SET email = ?2, external_id = ?3
-                     WHERE clerk_id = ?1 AND (email IS NOT ?2 OR external_id IS NOT ?3)",
-                )?
-                .execute(params![clerk_id, u.email, u.external_id])?;
+                if indexed_differ {
+                    conn.prepare_cached(
+                        "UPDATE users SET email = ?2, external_id = ?3 WHERE clerk_id = ?1",
+                    )?
+                    .execute(params![clerk_id, u.email, u.external_id])?;
+                }
                 Outcome::Applied
             } else {
                 // Not newer than the tombstone: the user stays deleted, but
@@ -313,18 +337,10 @@ pub fn apply(conn: &Connection, d: &Delivery, received_at: i64) -> rusqlite::Res
         }
         _ => Outcome::Ignored,
     };
-    conn.prepare_cached(
-        "INSERT INTO webhook_events (id, type, received_at, object_id, event_timestamp, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        d.id,
-        d.event_type,
-        received_at,
-        d.object_id,
-        d.timestamp_ms,
-        outcome.as_str()
-    ])?;
+    if outcome != expected {
+        conn.prepare_cached("UPDATE webhook_events SET outcome = ?2 WHERE id = ?1")?
+            .execute(params![d.id, outcome.as_str()])?;
+    }
     Ok(outcome)
 }
 
