@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
+use rusqlite::{params, Connection, OpenFlags};
 
 use crate::event::{Change, Delivery};
 
@@ -242,10 +242,7 @@ pub fn apply(conn: &Connection, d: &Delivery, received_at: i64) -> rusqlite::Res
         (Change::Upsert(u), Some(clerk_id)) => {
             // Guard: never go back in time, and a tombstone yields only to a
             // strictly newer version of the user.
-            // RETURNING yields a row only when the insert or update happened,
-            // and says whether the indexed columns, left out of the SET list,
-            // hold other values than this version's.
-            let changed: Option<bool> = conn
+            let changed = conn
                 .prepare_cached(
                     "INSERT INTO users (clerk_id, email, first_name, last_name, username,
                         image_url, external_id, created_at, updated_at, deleted_at, data)
@@ -259,10 +256,9 @@ pub fn apply(conn: &Connection, d: &Delivery, received_at: i64) -> rusqlite::Res
                         deleted_at = NULL, data = excluded.data
                      WHERE CASE WHEN users.deleted_at IS NULL
                                 THEN users.updated_at IS NULL OR excluded.updated_at >= users.updated_at
-                                ELSE excluded.updated_at > users.deleted_at END
-                     RETURNING email IS NOT ?2 OR external_id IS NOT ?7",
+                                ELSE excluded.updated_at > users.deleted_at END",
                 )?
-                .query_row(params![
+                .execute(params![
                     clerk_id,
                     u.email,
                     u.first_name,
@@ -273,21 +269,17 @@ pub fn apply(conn: &Connection, d: &Delivery, received_at: i64) -> rusqlite::Res
                     u.created_at,
                     u.updated_at,
                     u.data
-                ],
-                |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(indexed_differ) = changed {
+                ])?;
+            if changed == 1 {
                 // The indexed columns are set apart, and only when they
                 // differ: naming a column in an UPDATE rewrites its index
                 // entries even if the value is the same, and most updates
                 // (a sign-in, new metadata) leave email and external_id be.
-                if indexed_differ {
-                    conn.prepare_cached(
-                        "UPDATE users SET email = ?2, external_id = ?3 WHERE clerk_id = ?1",
-                    )?
-                    .execute(params![clerk_id, u.email, u.external_id])?;
-                }
+                conn.prepare_cached(
+                    "UPDATE users SET email = ?2, external_id = ?3
+                     WHERE clerk_id = ?1 AND (email IS NOT ?2 OR external_id IS NOT ?3)",
+                )?
+                .execute(params![clerk_id, u.email, u.external_id])?;
                 Outcome::Applied
             } else {
                 // Not newer than the tombstone: the user stays deleted, but
