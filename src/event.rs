@@ -7,6 +7,9 @@
 //! NULL rather than a rejected delivery, because Clerk adds and changes fields
 //! over time and a retry would never fix the payload.
 
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -79,7 +82,7 @@ struct Envelope<'a> {
 /// The fields of `data` the mirror reads, each kept raw so that a field of a
 /// surprising type becomes NULL instead of failing the whole event; every
 /// other field is skipped without being built.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct Fields<'a> {
     #[serde(borrow)]
     id: Option<&'a RawValue>,
@@ -117,8 +120,32 @@ struct EmailAddress<'a> {
 /// [`EventError`] when the body is not JSON, not a Clerk event, or a user
 /// event without `data.id`.
 pub fn parse(id: String, body: &[u8], now_ms: i64) -> Result<Delivery, EventError> {
-    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|_| EventError::NotJson)?;
-    let event_type = text(envelope.event_type)
+    // JSON is UTF-8 throughout; checked once here, the readers below need not
+    // check each string and raw value again.
+    let body = std::str::from_utf8(body).map_err(|_| EventError::NotJson)?;
+    let event = match one_pass(body) {
+        Some(event) => event,
+        None => two_passes(body)?,
+    };
+    build(id, event, now_ms)
+}
+
+/// What the mirror reads of an event, borrowed from the body.
+struct Event<'a> {
+    event_type: Option<&'a RawValue>,
+    timestamp: Option<Value>,
+    /// The `data` object's exact text.
+    raw_data: &'a str,
+    data: Fields<'a>,
+}
+
+/// The reference reading: the envelope with `data` kept as raw text, then
+/// `data` read again for its fields. Decides every error.
+fn two_passes(body: &str) -> Result<Event<'_>, EventError> {
+    let envelope: Envelope<'_> = serde_json::from_str(body).map_err(|_| EventError::NotJson)?;
+    // The type is checked before `data`, so that is the error a body lacking
+    // both gets.
+    text(envelope.event_type)
         .filter(|t| !t.is_empty())
         .ok_or(EventError::NoType)?;
     let raw = envelope.data.ok_or(EventError::NoData)?;
@@ -127,7 +154,177 @@ pub fn parse(id: String, body: &[u8], now_ms: i64) -> Result<Delivery, EventErro
         return Err(EventError::NoData);
     }
     let data: Fields<'_> = serde_json::from_str(raw.get()).map_err(|_| EventError::NoData)?;
-    let timestamp_ms = envelope.timestamp.as_ref().and_then(to_millis);
+    Ok(Event {
+        event_type: envelope.event_type,
+        timestamp: envelope.timestamp,
+        raw_data: raw.get(),
+        data,
+    })
+}
+
+/// The same reading in one pass over the body, which is what almost every
+/// delivery gets: `data`'s fields are taken while the envelope is read, and
+/// its exact text is found from where its first key and its last value lie
+/// in the body. `None` for whatever this cannot settle (an error, `data`
+/// missing, empty or not an object, an escaped first key): the two-pass
+/// reading then has the last word.
+fn one_pass(body: &str) -> Option<Event<'_>> {
+    #[derive(Deserialize)]
+    struct OnePass<'a> {
+        #[serde(rename = "type", borrow)]
+        event_type: Option<&'a RawValue>,
+        #[serde(borrow)]
+        data: Option<DataObject<'a>>,
+        timestamp: Option<Value>,
+    }
+    let envelope: OnePass<'_> = serde_json::from_str(body).ok()?;
+    let data = envelope.data?;
+    let start = object_start(body.as_bytes(), data.first_key?)?;
+    let end = object_end(body.as_bytes(), data.last_value?.get())?;
+    // Both ends are ASCII braces, so char boundaries.
+    let raw_data = body.get(start..=end)?;
+    Some(Event {
+        event_type: envelope.event_type,
+        timestamp: envelope.timestamp,
+        raw_data,
+        data: data.fields,
+    })
+}
+
+/// Where `part`, borrowed from `body`, begins in it.
+fn offset_in(body: &[u8], part: &str) -> Option<usize> {
+    let offset = (part.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    (offset + part.len() <= body.len()).then_some(offset)
+}
+
+fn is_json_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The `{` before an object's first key (the key's text, without quotes).
+fn object_start(body: &[u8], first_key: &str) -> Option<usize> {
+    let quote = offset_in(body, first_key)?.checked_sub(1)?;
+    if body[quote] != b'"' {
+        return None;
+    }
+    let brace = body[..quote].iter().rposition(|&b| !is_json_space(b))?;
+    (body[brace] == b'{').then_some(brace)
+}
+
+/// The `}` after an object's last value (its raw text).
+fn object_end(body: &[u8], last_value: &str) -> Option<usize> {
+    let after = offset_in(body, last_value)? + last_value.len();
+    let brace = after + body[after..].iter().position(|&b| !is_json_space(b))?;
+    (body[brace] == b'}').then_some(brace)
+}
+
+/// `data` as the one-pass reading sees it.
+struct DataObject<'a> {
+    fields: Fields<'a>,
+    /// `None` when it is escaped, so not the body's own text.
+    first_key: Option<&'a str>,
+    last_value: Option<&'a RawValue>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for DataObject<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(DataVisitor(std::marker::PhantomData))
+    }
+}
+
+struct DataVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for DataVisitor<'a> {
+    type Value = DataObject<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        let mut object = DataObject {
+            fields: Fields::default(),
+            first_key: None,
+            last_value: None,
+        };
+        let mut first = true;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if first {
+                object.first_key = key.borrowed;
+                first = false;
+            }
+            let value: &'de RawValue = map.next_value()?;
+            object.last_value = Some(value);
+            let f = &mut object.fields;
+            let slot = match key.text.as_ref() {
+                "id" => &mut f.id,
+                "first_name" => &mut f.first_name,
+                "last_name" => &mut f.last_name,
+                "username" => &mut f.username,
+                "image_url" => &mut f.image_url,
+                "external_id" => &mut f.external_id,
+                "created_at" => &mut f.created_at,
+                "updated_at" => &mut f.updated_at,
+                "primary_email_address_id" => &mut f.primary_email_address_id,
+                "email_addresses" => &mut f.email_addresses,
+                _ => continue,
+            };
+            if slot.is_some() {
+                // The two-pass reading refuses a repeated field; let it.
+                return Err(de::Error::custom("repeated field"));
+            }
+            // As `Option<&RawValue>` reads it in the two-pass reading.
+            *slot = (value.get() != "null").then_some(value);
+        }
+        Ok(object)
+    }
+}
+
+/// A key of `data`, and whether it is the body's own text.
+struct Key<'de> {
+    text: std::borrow::Cow<'de, str>,
+    borrowed: Option<&'de str>,
+}
+
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Key<'de>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key {
+            text: v.into(),
+            borrowed: Some(v),
+        })
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key {
+            text: v.to_owned().into(),
+            borrowed: None,
+        })
+    }
+}
+
+/// The delivery an event asks for.
+fn build(id: String, event: Event<'_>, now_ms: i64) -> Result<Delivery, EventError> {
+    let event_type = text(event.event_type)
+        .filter(|t| !t.is_empty())
+        .ok_or(EventError::NoType)?;
+    let data = event.data;
+    let timestamp_ms = event.timestamp.as_ref().and_then(to_millis);
     let object_id = text(data.id).filter(|s| !s.is_empty());
 
     let change = match event_type.as_str() {
@@ -144,7 +341,7 @@ pub fn parse(id: String, body: &[u8], now_ms: i64) -> Result<Delivery, EventErro
             created_at: int(data.created_at),
             // Without its own clock, an update is ordered by the envelope's.
             updated_at: int(data.updated_at).or(timestamp_ms).unwrap_or(now_ms),
-            data: raw.get().to_owned(),
+            data: event.raw_data.to_owned(),
         }),
         "user.deleted" => Change::Delete {
             external_id: text(data.external_id),
@@ -344,6 +541,102 @@ mod tests {
                 assert_eq!(parse_str(&body), Err(EventError::NoId(t.into())), "{body}");
             }
         }
+    }
+
+    /// What the two-pass reading alone makes of `body`.
+    fn reference(body: &[u8]) -> Result<Delivery, EventError> {
+        let body = std::str::from_utf8(body).map_err(|_| EventError::NotJson)?;
+        two_passes(body).and_then(|e| build("msg_1".into(), e, 42))
+    }
+
+    /// The one-pass reading, where it answers, must agree with the two-pass
+    /// one; where it does not answer, `parse` uses the two-pass one.
+    fn assert_same(body: &[u8]) -> bool {
+        let fast = std::str::from_utf8(body)
+            .ok()
+            .and_then(one_pass)
+            .map(|e| build("msg_1".into(), e, 42));
+        if let Some(fast) = &fast {
+            assert_eq!(fast, &reference(body), "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(parse("msg_1".into(), body, 42), reference(body));
+        fast.is_some()
+    }
+
+    #[test]
+    fn one_pass_agrees_with_two_on_every_published_example() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clerk");
+        let mut read = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let body = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(assert_same(&body), "one pass gave up on an example");
+            // The same event compact, as Svix sends it.
+            let compact = serde_json::to_vec(&serde_json::from_slice::<Value>(&body).unwrap());
+            assert!(assert_same(&compact.unwrap()));
+            read += 1;
+        }
+        assert!(read > 30, "only {read} examples");
+    }
+
+    #[test]
+    fn one_pass_gives_way_where_it_cannot_be_sure() {
+        let cases: &[&str] = &[
+            r#"{"type":"user.created","data":{"\u0069d":"user_1","updated_at":1}}"#,
+            r#"{"type":"user.created","data":{}}"#,
+            r#"{"type":"user.created","data":[]}"#,
+            r#"{"type":"user.created","data":{"id":"user_1","id":"user_2"}}"#,
+            r#"{"type":"user.created","data":{"id":"user_1"} "#,
+            r#"{"type":"user.created","data":{"id":"user_1"}} x"#,
+            r#"{"type":"user.created","type":"user.updated","data":{"id":"user_1"}}"#,
+        ];
+        for body in cases {
+            assert!(!assert_same(body.as_bytes()), "{body}");
+        }
+        let spaced = "{ \"type\" : \"user.created\" , \"data\" :\r\n\t{ \"id\" : \"user_1\" ,\n \"first_name\": null , \"x\" : [ 1 , {\"}\":\"{\"} ] \t}\n}";
+        assert!(assert_same(spaced.as_bytes()));
+        let Change::Upsert(user) = parse_str(spaced).unwrap().change else {
+            panic!()
+        };
+        assert!(user.data.starts_with("{ \"id\"") && user.data.ends_with("] \t}"));
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_not_json_wherever_the_bad_byte_is() {
+        let mut body = br#"{"type":"user.created","data":{"id":"user_1"},"note":"x"}"#.to_vec();
+        let at = body.len() - 3;
+        body[at] = 0xff;
+        assert_eq!(parse("msg_1".into(), &body, 0), Err(EventError::NotJson));
+    }
+
+    #[test]
+    fn one_pass_agrees_with_two_on_damaged_bodies() {
+        let original = CREATED.as_bytes();
+        // A small fixed generator: the same damage on every run.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let bytes = b" \t\n{}[]\":,\\0x-.enul";
+        let mut fast = 0;
+        for _ in 0..3000 {
+            let mut body = original.to_vec();
+            for _ in 0..1 + next(3) {
+                let at = next(body.len());
+                match next(3) {
+                    0 => body[at] = bytes[next(bytes.len())],
+                    1 => body.insert(at, bytes[next(bytes.len())]),
+                    _ => {
+                        body.remove(at);
+                    }
+                }
+            }
+            fast += usize::from(assert_same(&body));
+        }
+        // Most damage lands in strings and leaves valid JSON.
+        assert!(fast > 300, "one pass answered only {fast} of 3000");
     }
 
     #[test]
