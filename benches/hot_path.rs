@@ -76,7 +76,7 @@ fn apply(c: &mut Criterion) {
             &mut next,
             |d| {
                 conn.execute_batch("SAVEPOINT one").unwrap();
-                let outcome = db::apply(&conn, &d, 0).unwrap();
+                let outcome = db::Applier::new(&conn).unwrap().apply(&d, 0).unwrap();
                 conn.execute_batch("RELEASE one").unwrap();
                 outcome
             },
@@ -95,9 +95,11 @@ fn apply(c: &mut Criterion) {
             || (0..BATCH).map(|_| next()).collect::<Vec<_>>(),
             |batch| {
                 conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                let mut applier = db::Applier::new(&conn).unwrap();
                 for d in &batch {
-                    db::apply(&conn, d, 0).unwrap();
+                    applier.apply(d, 0).unwrap();
                 }
+                drop(applier);
                 conn.execute_batch("COMMIT").unwrap();
             },
             BatchSize::SmallInput,

@@ -1677,6 +1677,7 @@ fn populate(db: &Path, k: u64) -> anyhow::Result<()> {
             bail!("interrupted");
         }
         let tx = conn.transaction()?;
+        let mut applier = clerk_sync::db::Applier::new(&tx)?;
         for i in done..(done + CHUNK).min(k) {
             let created_at = now - 365 * 86_400_000 + i as i64;
             let user = BenchUser::new(&mut rng, created_at);
@@ -1688,8 +1689,9 @@ fn populate(db: &Path, k: u64) -> anyhow::Result<()> {
             );
             let delivery =
                 clerk_sync::event::parse(rng.id("msg_"), &serde_json::to_vec(&body)?, created_at)?;
-            clerk_sync::db::apply(&tx, &delivery, created_at)?;
+            applier.apply(&delivery, created_at)?;
         }
+        drop(applier);
         tx.commit()?;
         done = (done + CHUNK).min(k);
     }

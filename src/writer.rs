@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{self, DbFile, Outcome};
+use crate::db::{self, Applier, DbFile, Outcome};
 use crate::event::Delivery;
 
 /// Most deliveries one transaction takes; bounds how long a batch holds the
@@ -254,9 +254,10 @@ fn write_all(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Results> {
 fn write_together(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Option<Results>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let received_at = db::now_ms();
+    let mut applier = Applier::new(&tx)?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
-        match db::apply(&tx, &job.delivery, received_at) {
+        match applier.apply(&job.delivery, received_at) {
             Ok(outcome) => results.push(Ok(outcome)),
             Err(e) => {
                 tracing::debug!(svix_id = %job.delivery.id, error = %e, "batch retried delivery by delivery");
@@ -264,6 +265,7 @@ fn write_together(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Optio
             }
         }
     }
+    drop(applier);
     tx.commit()?;
     Ok(Some(results))
 }
@@ -273,12 +275,13 @@ fn write_together(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Optio
 fn write_isolated(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Results> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let received_at = db::now_ms();
+    let mut applier = Applier::new(&tx)?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         // Hand-made savepoints through cached statements: rusqlite's
         // `savepoint()` would parse its SQL again for every delivery.
         tx.prepare_cached("SAVEPOINT delivery")?.execute([])?;
-        match db::apply(&tx, &job.delivery, received_at) {
+        match applier.apply(&job.delivery, received_at) {
             Ok(outcome) => {
                 tx.prepare_cached("RELEASE delivery")?.execute([])?;
                 results.push(Ok(outcome));
@@ -296,6 +299,7 @@ fn write_isolated(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Resul
             }
         }
     }
+    drop(applier);
     tx.commit()?;
     Ok(results)
 }
