@@ -2,8 +2,8 @@
 //!
 //! Parsing happens on the request task, before the writer sees anything, so
 //! the single database writer only ever does database work. The user object
-//! is kept byte-exact (`RawValue`) for the `data` column; the handful of
-//! columns are read from it leniently: a field of a surprising type becomes
+//! is kept byte-exact, cut from the body, for the `data` column; the handful
+//! of columns are read from it leniently: a field of a surprising type becomes
 //! NULL rather than a rejected delivery, because Clerk adds and changes fields
 //! over time and a retry would never fix the payload.
 
