@@ -382,6 +382,16 @@ mod tests {
         Applier::new(conn)?.apply(d, received_at)
     }
 
+    /// Column `column` of every row `sql` returns.
+    fn strings(conn: &Connection, sql: &str, column: usize) -> Vec<String> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get(column))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     fn upsert(id: &str, user: &str, updated_at: i64, name: &str) -> Delivery {
         let body = format!(
             r#"{{"type":"user.updated","timestamp":{updated_at},"data":{{"id":"{user}","updated_at":{updated_at},"first_name":"{name}"}}}}"#
@@ -421,13 +431,12 @@ mod tests {
         assert!(refused.to_string().contains("CHECK"), "{refused}");
         // The writer's own inserts are compiled without it: no temporary
         // table per insert, which is what the check costs.
-        let plan: Vec<String> = writer
-            .prepare("EXPLAIN INSERT INTO webhook_events (id, type, received_at, outcome) VALUES ('a', 't', 0, 'applied')")
-            .unwrap()
-            .query_map([], |r| r.get(1))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let plan = strings(
+            &writer,
+            "EXPLAIN INSERT INTO webhook_events (id, type, received_at, outcome)
+             VALUES ('a', 't', 0, 'applied')",
+            1,
+        );
         assert!(!plan.iter().any(|op| op == "OpenEphemeral"), "{plan:?}");
     }
 
@@ -478,13 +487,7 @@ mod tests {
             Outcome::Duplicate
         );
         assert_eq!(row(&conn, "u").0.as_deref(), Some("new"));
-        let outcomes: Vec<String> = conn
-            .prepare("SELECT outcome FROM webhook_events ORDER BY id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let outcomes = strings(&conn, "SELECT outcome FROM webhook_events ORDER BY id", 0);
         assert_eq!(outcomes, ["applied", "stale"]);
     }
 
