@@ -80,29 +80,19 @@ struct Envelope<'a> {
 }
 
 /// The fields of `data` the mirror reads, each kept raw so that a field of a
-/// surprising type becomes NULL instead of failing the whole event; every
-/// other field is skipped without being built.
-#[derive(Deserialize, Default)]
+/// surprising type becomes NULL instead of failing the whole event (`null`
+/// is kept as absent). Read by [`DataVisitor`], which both readings share.
+#[derive(Default)]
 struct Fields<'a> {
-    #[serde(borrow)]
     id: Option<&'a RawValue>,
-    #[serde(borrow)]
     first_name: Option<&'a RawValue>,
-    #[serde(borrow)]
     last_name: Option<&'a RawValue>,
-    #[serde(borrow)]
     username: Option<&'a RawValue>,
-    #[serde(borrow)]
     image_url: Option<&'a RawValue>,
-    #[serde(borrow)]
     external_id: Option<&'a RawValue>,
-    #[serde(borrow)]
     created_at: Option<&'a RawValue>,
-    #[serde(borrow)]
     updated_at: Option<&'a RawValue>,
-    #[serde(borrow)]
     primary_email_address_id: Option<&'a RawValue>,
-    #[serde(borrow)]
     email_addresses: Option<&'a RawValue>,
 }
 
@@ -153,12 +143,12 @@ fn two_passes(body: &str) -> Result<Event<'_>, EventError> {
     if !raw.get().starts_with('{') {
         return Err(EventError::NoData);
     }
-    let data: Fields<'_> = serde_json::from_str(raw.get()).map_err(|_| EventError::NoData)?;
+    let data: DataObject<'_> = serde_json::from_str(raw.get()).map_err(|_| EventError::NoData)?;
     Ok(Event {
         event_type: envelope.event_type,
         timestamp: envelope.timestamp,
         raw_data: raw.get(),
-        data,
+        data: data.fields,
     })
 }
 
@@ -218,7 +208,7 @@ fn object_end(body: &[u8], last_value: &str) -> Option<usize> {
     (body[brace] == b'}').then_some(brace)
 }
 
-/// `data` as the one-pass reading sees it.
+/// `data`: its fields, and (for the one-pass reading) where its text lies.
 struct DataObject<'a> {
     fields: Fields<'a>,
     /// `None` when it is escaped, so not the body's own text.
@@ -270,10 +260,8 @@ impl<'de: 'a, 'a> Visitor<'de> for DataVisitor<'a> {
                 _ => continue,
             };
             if slot.is_some() {
-                // The two-pass reading refuses a repeated field; let it.
                 return Err(de::Error::custom("repeated field"));
             }
-            // As `Option<&RawValue>` reads it in the two-pass reading.
             *slot = (value.get() != "null").then_some(value);
         }
         Ok(object)
