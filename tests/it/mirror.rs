@@ -54,12 +54,7 @@ async fn docs_user_created_fills_every_column() {
     assert_eq!(meta.as_deref(), Some("idn_29w83yL7CwVlJXylYLxcslromF1"));
 
     // webhook_events: id, type, received_at in ms, close to now.
-    let (kind, received_at) = event_row(&c, &d.id).expect("event recorded");
-    assert_eq!(kind, "user.created");
-    assert!(
-        received_at >= before - 2_000 && received_at <= after + 2_000,
-        "received_at {received_at} not in ms around now ({before}..{after})"
-    );
+    assert_recorded_at(&c, &d.id, "user.created", (before, after));
     assert_eq!(count(&c, "webhook_events"), 1);
     assert_eq!(count(&c, "users"), 1);
 }
@@ -415,12 +410,7 @@ async fn each_accepted_delivery_is_one_event_row() {
         (&b, "user.updated"),
         (&c_, "user.deleted"),
     ] {
-        let (t, at) = event_row(&c, &d.id).expect("recorded");
-        assert_eq!(t, kind);
-        assert!(
-            at >= before - 2_000 && at <= after + 2_000,
-            "received_at {at}"
-        );
+        assert_recorded_at(&c, &d.id, kind, (before, after));
     }
     assert_eq!(count(&c, "webhook_events"), 3);
     assert_eq!(count(&c, "users"), 1);
@@ -465,4 +455,16 @@ async fn envelope_timestamp_unit_boundary() {
             "envelope timestamp {ts}"
         );
     }
+}
+
+/// The event `id` is recorded with type `kind`, and a `received_at` in
+/// milliseconds within `window` (give or take 2 s).
+fn assert_recorded_at(c: &rusqlite::Connection, id: &str, kind: &str, window: (i64, i64)) {
+    let (before, after) = window;
+    let (t, at) = event_row(c, id).unwrap_or_else(|| panic!("{kind} {id} not recorded"));
+    assert_eq!(t, kind);
+    assert!(
+        at >= before - 2_000 && at <= after + 2_000,
+        "received_at {at} not in ms around now ({before}..{after})"
+    );
 }
