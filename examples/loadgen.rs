@@ -26,6 +26,10 @@
 //!   process, with no HTTP: together they split clerk-sync's cost into the
 //!   request path and the durable write), or one of `clerk-sync`, `bare`,
 //!   `checked`, `writer`; `--duration SECS` caps each run.
+//! - `--rounds R` repeats the whole sweep and ends with a table of medians.
+//!   On a shared or virtual machine one run's figures can move by a third;
+//!   each run is compared with the bare run just before it, and the median of
+//!   those fractions, with its range, is the figure to quote.
 //! - `--startup-users K` first fills a database with K users through the
 //!   crate's own write path and measures how long `serve` takes to be ready on
 //!   it; `--requests 0` skips the load runs.
@@ -129,6 +133,13 @@ struct Args {
     /// Which servers to measure.
     #[arg(long, value_enum, default_value_t = Mode::Both)]
     mode: Mode,
+
+    /// Repeat the whole sweep R times and end with the median of each figure;
+    /// "% of bare" is then the median of each run against the bare run just
+    /// before it, with its range.
+    #[arg(long, value_name = "R", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
 
     /// Before the load runs, measure the time to ready on a database of K users.
     #[arg(long, value_name = "K",
@@ -300,29 +311,40 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         .enable_all()
         .build()?;
     let mut rows = Vec::new();
-    for &connections in &args.connections {
-        for &target in targets {
-            if stopping() {
-                bail!("interrupted");
+    for round in 1..=args.rounds as usize {
+        if args.rounds > 1 {
+            println!();
+            println!("== round {round} of {}", args.rounds);
+        }
+        for &connections in &args.connections {
+            for &target in targets {
+                if stopping() {
+                    bail!("interrupted");
+                }
+                let setup = RunSetup {
+                    round,
+                    target,
+                    connections: connections as usize,
+                    duration: Duration::from_secs(args.duration),
+                    bin: bin.as_deref(),
+                    dir: dir.path(),
+                    secret: &secret,
+                };
+                let row = if target == Target::Writer {
+                    run_writer(&rt, &setup, &deliveries)?
+                } else {
+                    run_once(&rt, &setup, &deliveries)?
+                };
+                ok &= row.passed;
+                rows.push(row);
             }
-            let setup = RunSetup {
-                target,
-                connections: connections as usize,
-                duration: Duration::from_secs(args.duration),
-                bin: bin.as_deref(),
-                dir: dir.path(),
-                secret: &secret,
-            };
-            let row = if target == Target::Writer {
-                run_writer(&rt, &setup, &deliveries)?
-            } else {
-                run_once(&rt, &setup, &deliveries)?
-            };
-            ok &= row.passed;
-            rows.push(row);
         }
     }
-    print_table(&rows, matches!(args.mode, Mode::Both | Mode::All));
+    let compare = matches!(args.mode, Mode::Both | Mode::All);
+    print_table(&rows, compare, args.rounds > 1);
+    if args.rounds > 1 {
+        print_medians(&rows, compare, args.rounds);
+    }
     Ok(ok)
 }
 
@@ -1084,6 +1106,8 @@ fn check(secrets: &Secrets, headers: &hyper::HeaderMap, body: &[u8]) -> StatusCo
 // One load run
 
 struct RunSetup<'a> {
+    /// Which repetition of the sweep this run belongs to (from 1).
+    round: usize,
     target: Target,
     connections: usize,
     duration: Duration,
@@ -1100,6 +1124,7 @@ struct Sample {
 }
 
 struct Row {
+    round: usize,
     target: Target,
     connections: usize,
     rate: f64,
@@ -1220,6 +1245,7 @@ fn run_once(
         remove_database(&db);
     }
     Ok(Row {
+        round: setup.round,
         target: setup.target,
         connections: setup.connections,
         rate,
@@ -1319,6 +1345,7 @@ fn run_writer(
     passed &= check_database(&db, deliveries, &samples)?;
     remove_database(&db);
     Ok(Row {
+        round: setup.round,
         target: Target::Writer,
         connections: setup.connections,
         rate,
@@ -1572,42 +1599,145 @@ fn check_database(db: &Path, deliveries: &[Delivery], samples: &[Sample]) -> any
     Ok(passed)
 }
 
-fn print_table(rows: &[Row], compare: bool) {
+const TABLE_HEAD: &str = "| mode | connections | deliveries/s | p50 ms | p90 ms | p99 ms | max ms | peak RSS MB | server CPU us/delivery |";
+const TABLE_ALIGN: &str = "|---|---:|---:|---:|---:|---:|---:|---:|---:|";
+
+/// The columns every table has, for one row.
+fn cells(row: &Row) -> String {
+    format!(
+        "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+        row.target.name(),
+        row.connections,
+        row.rate,
+        row.p50,
+        row.p90,
+        row.p99,
+        row.max,
+        row.rss_mb.map_or("?".into(), |m| format!("{m:.1}")),
+        row.cpu_us_per_request
+            .map_or("?".into(), |c| format!("{c:.0}")),
+    )
+}
+
+/// The run's rate as a fraction of the bare run with the same connections in
+/// the same round: the two ran back to back, on the machine as it was then.
+fn fraction_of_bare(rows: &[Row], row: &Row) -> Option<f64> {
+    rows.iter()
+        .filter(|_| row.target != Target::Bare)
+        .find(|r| {
+            r.target == Target::Bare && r.connections == row.connections && r.round == row.round
+        })
+        .map(|bare| row.rate / bare.rate)
+}
+
+/// Every run, in the order they ran.
+fn print_table(rows: &[Row], compare: bool, with_round: bool) {
     println!();
-    print!("| mode | connections | deliveries/s | p50 ms | p90 ms | p99 ms | max ms | peak RSS MB | server CPU us/delivery |");
-    println!("{}", if compare { " % of bare |" } else { "" });
-    print!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    println!("{}", if compare { "---:|" } else { "" });
+    let (round_head, round_align) = if with_round {
+        ("| round ", "|---:")
+    } else {
+        ("", "")
+    };
+    println!(
+        "{round_head}{TABLE_HEAD}{}",
+        if compare { " % of bare |" } else { "" }
+    );
+    println!(
+        "{round_align}{TABLE_ALIGN}{}",
+        if compare { "---:|" } else { "" }
+    );
     for row in rows {
-        let fraction = rows
-            .iter()
-            .find(|r| r.target == Target::Bare && r.connections == row.connections)
-            .filter(|_| row.target != Target::Bare)
-            .map_or(String::new(), |bare| {
-                format!("{:.0} %", 100.0 * row.rate / bare.rate)
-            });
-        print!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
-            row.target.name(),
-            row.connections,
-            row.rate,
-            row.p50,
-            row.p90,
-            row.p99,
-            row.max,
-            row.rss_mb.map_or("?".into(), |m| format!("{m:.1}")),
-            row.cpu_us_per_request
-                .map_or("?".into(), |c| format!("{c:.0}")),
-        );
-        println!(
-            "{}",
-            if compare {
-                format!(" {fraction} |")
-            } else {
-                String::new()
-            }
-        );
+        let round = if with_round {
+            format!("| {} ", row.round)
+        } else {
+            String::new()
+        };
+        let fraction = if compare {
+            let f = fraction_of_bare(rows, row)
+                .map_or(String::new(), |f| format!("{:.0} %", 100.0 * f));
+            format!(" {f} |")
+        } else {
+            String::new()
+        };
+        println!("{round}{}{fraction}", cells(row));
     }
+}
+
+/// One row per server and connection count, each figure the median of its
+/// runs; "% of bare" is the median of the runs' own fractions of bare (see
+/// [`fraction_of_bare`]) with the lowest and highest.
+fn print_medians(rows: &[Row], compare: bool, rounds: u32) {
+    println!();
+    println!("Medians of {rounds} rounds:");
+    println!();
+    println!(
+        "{TABLE_HEAD}{}",
+        if compare { " % of bare (range) |" } else { "" }
+    );
+    println!("{TABLE_ALIGN}{}", if compare { "---:|" } else { "" });
+    let mut groups: Vec<(usize, Target)> = Vec::new();
+    for row in rows {
+        if !groups.contains(&(row.connections, row.target)) {
+            groups.push((row.connections, row.target));
+        }
+    }
+    for (connections, target) in groups {
+        let runs: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.connections == connections && r.target == target)
+            .collect();
+        let median_of = |figure: fn(&Row) -> Option<f64>| {
+            median(runs.iter().filter_map(|r| figure(r)).collect())
+        };
+        let summary = Row {
+            round: 0,
+            target,
+            connections,
+            rate: median_of(|r| Some(r.rate)).unwrap_or(f64::NAN),
+            p50: median_of(|r| Some(r.p50)).unwrap_or(f64::NAN),
+            p90: median_of(|r| Some(r.p90)).unwrap_or(f64::NAN),
+            p99: median_of(|r| Some(r.p99)).unwrap_or(f64::NAN),
+            max: median_of(|r| Some(r.max)).unwrap_or(f64::NAN),
+            rss_mb: median_of(|r| r.rss_mb),
+            cpu_us_per_request: median_of(|r| r.cpu_us_per_request),
+            passed: runs.iter().all(|r| r.passed),
+        };
+        let fraction = if compare {
+            let fractions: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| fraction_of_bare(rows, r))
+                .collect();
+            let low = fractions.iter().copied().reduce(f64::min);
+            let high = fractions.iter().copied().reduce(f64::max);
+            let f = match (median(fractions), low, high) {
+                (Some(m), Some(low), Some(high)) => format!(
+                    "{:.0} % ({:.0} to {:.0})",
+                    100.0 * m,
+                    100.0 * low,
+                    100.0 * high
+                ),
+                _ => String::new(),
+            };
+            format!(" {f} |")
+        } else {
+            String::new()
+        };
+        println!("{}{fraction}", cells(&summary));
+    }
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1650,7 +1780,7 @@ fn measure_startup(bin: &Path, dir: &Path, secret: &Secret, k: u64) -> anyhow::R
     };
     println!(
         "startup: ready within {:.0} ms on a database of {k} users (runs: {} ms); on a new database: {} ms; each stopped with SIGTERM{}",
-        median(&full),
+        median(full.clone()).unwrap_or(f64::NAN),
         fmt(&full),
         fmt(&empty),
         if passed { ", exit 0" } else { ": FAILED" }
@@ -1658,12 +1788,6 @@ fn measure_startup(bin: &Path, dir: &Path, secret: &Secret, k: u64) -> anyhow::R
     remove_database(&db);
     println!();
     Ok(passed)
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn populate(db: &Path, k: u64) -> anyhow::Result<()> {
