@@ -217,28 +217,47 @@ const RECORD: &str = "INSERT INTO webhook_events
         (id, type, received_at, object_id, event_timestamp, outcome)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(id) DO NOTHING";
 
-// Guard: never go back in time, and a tombstone yields only to a strictly
-// newer version of the user.
-const UPSERT: &str = "INSERT INTO users (clerk_id, email, first_name, last_name, username,
-        image_url, external_id, created_at, updated_at, deleted_at, data)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)
-     ON CONFLICT(clerk_id) DO UPDATE SET
-        first_name = excluded.first_name,
-        last_name = excluded.last_name, username = excluded.username,
-        image_url = excluded.image_url,
-        created_at = COALESCE(excluded.created_at, users.created_at),
-        updated_at = excluded.updated_at,
-        deleted_at = NULL, data = excluded.data
-     WHERE CASE WHEN users.deleted_at IS NULL
-                THEN users.updated_at IS NULL OR excluded.updated_at >= users.updated_at
-                ELSE excluded.updated_at > users.deleted_at END";
+/// The upsert of a user, with `$set` first in its `DO UPDATE SET` and
+/// `$also` added to its guard. The guard: never go back in time, and a
+/// tombstone yields only to a strictly newer version of the user.
+macro_rules! upsert {
+    ($set:literal, $also:literal) => {
+        concat!(
+            "INSERT INTO users (clerk_id, email, first_name, last_name, username,
+                image_url, external_id, created_at, updated_at, deleted_at, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)
+             ON CONFLICT(clerk_id) DO UPDATE SET ",
+            $set,
+            " first_name = excluded.first_name,
+                last_name = excluded.last_name, username = excluded.username,
+                image_url = excluded.image_url,
+                created_at = COALESCE(excluded.created_at, users.created_at),
+                updated_at = excluded.updated_at,
+                deleted_at = NULL, data = excluded.data
+             WHERE (CASE WHEN users.deleted_at IS NULL
+                        THEN users.updated_at IS NULL OR excluded.updated_at >= users.updated_at
+                        ELSE excluded.updated_at > users.deleted_at END)",
+            $also
+        )
+    };
+}
 
-// The indexed columns are set apart, and only when they differ: naming a
-// column in an UPDATE rewrites its index entries even if the value is the
-// same, and most updates (a sign-in, new metadata) leave email and
-// external_id be.
-const INDEXED: &str = "UPDATE users SET email = ?2, external_id = ?3
-     WHERE clerk_id = ?1 AND (email IS NOT ?2 OR external_id IS NOT ?3)";
+// The indexed columns, email and external_id, are left out of the usual
+// upsert: naming a column in an UPDATE rewrites its index entries even when
+// the value is the same, and most updates (a sign-in, new metadata) leave
+// both be. So the usual upsert changes a row only if they are unchanged, and
+// one that changed nothing is tried again with them; only then is the
+// delivery stale. One statement for most deliveries, where a separate update
+// of the indexed columns cost a fifth of applying one.
+const UPSERT: &str = upsert!(
+    "",
+    " AND users.email IS excluded.email AND users.external_id IS excluded.external_id"
+);
+
+const UPSERT_INDEXED: &str = upsert!(
+    "email = excluded.email, external_id = excluded.external_id,",
+    ""
+);
 
 // Not newer than the tombstone: the user stays deleted, but the columns a
 // tombstone keeps take the newest version seen, so the table ends the same
@@ -272,7 +291,6 @@ pub struct Applier<'c> {
     conn: &'c Connection,
     record: CachedStatement<'c>,
     upsert: CachedStatement<'c>,
-    indexed: CachedStatement<'c>,
 }
 
 impl<'c> Applier<'c> {
@@ -283,7 +301,6 @@ impl<'c> Applier<'c> {
             conn,
             record: conn.prepare_cached(RECORD)?,
             upsert: conn.prepare_cached(UPSERT)?,
-            indexed: conn.prepare_cached(INDEXED)?,
         })
     }
 
@@ -312,7 +329,7 @@ impl<'c> Applier<'c> {
         }
         let outcome = match (&d.change, &d.object_id) {
             (Change::Upsert(u), Some(clerk_id)) => {
-                let changed = self.upsert.execute(params![
+                let user = params![
                     clerk_id,
                     u.email,
                     u.first_name,
@@ -323,10 +340,10 @@ impl<'c> Applier<'c> {
                     u.created_at,
                     u.updated_at,
                     u.data
-                ])?;
-                if changed == 1 {
-                    self.indexed
-                        .execute(params![clerk_id, u.email, u.external_id])?;
+                ];
+                let applied = self.upsert.execute(user)? == 1
+                    || self.conn.prepare_cached(UPSERT_INDEXED)?.execute(user)? == 1;
+                if applied {
                     Outcome::Applied
                 } else {
                     self.conn.prepare_cached(TOMBSTONE_KEEPS)?.execute(params![
@@ -489,6 +506,62 @@ mod tests {
         assert_eq!(row(&conn, "u").0.as_deref(), Some("new"));
         let outcomes = strings(&conn, "SELECT outcome FROM webhook_events ORDER BY id", 0);
         assert_eq!(outcomes, ["applied", "stale"]);
+    }
+
+    #[test]
+    fn email_and_external_id_change_only_with_a_version_that_applies() {
+        let conn = memory();
+        let version = |id: &str, updated_at: i64, email: &str, external: Option<&str>| {
+            let body = serde_json::json!({
+                "type": "user.updated",
+                "timestamp": updated_at,
+                "data": {
+                    "id": "u", "updated_at": updated_at, "first_name": id,
+                    "external_id": external, "primary_email_address_id": "idn_1",
+                    "email_addresses": [{"id": "idn_1", "email_address": email}],
+                },
+            });
+            event::parse(id.into(), body.to_string().as_bytes(), 0).unwrap()
+        };
+        let indexed = |conn: &Connection| -> (String, Option<String>, String) {
+            conn.query_row(
+                "SELECT email, external_id, first_name FROM users WHERE clerk_id = 'u'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
+        };
+        #[rustfmt::skip]
+        let cases = [
+            // (delivery, updated_at, email, external_id, outcome, row after)
+            ("m1", T, "a@x.org", None, Outcome::Applied, ("a@x.org", None, "m1")),
+            ("m2", T + 1, "a@x.org", None, Outcome::Applied, ("a@x.org", None, "m2")),
+            ("m3", T + 2, "b@x.org", None, Outcome::Applied, ("b@x.org", None, "m3")),
+            ("m4", T + 3, "b@x.org", Some("e1"), Outcome::Applied, ("b@x.org", Some("e1"), "m4")),
+            ("m5", T + 1, "c@x.org", Some("e2"), Outcome::Stale, ("b@x.org", Some("e1"), "m4")),
+            ("m6", T + 2, "b@x.org", Some("e1"), Outcome::Stale, ("b@x.org", Some("e1"), "m4")),
+            // The same version again, with other indexed values: it applies.
+            ("m7", T + 3, "d@x.org", None, Outcome::Applied, ("d@x.org", None, "m7")),
+        ];
+        for (id, updated_at, email, external, outcome, (e, x, name)) in cases {
+            let d = version(id, updated_at, email, external);
+            assert_eq!(apply(&conn, &d, 1).unwrap(), outcome, "{id}");
+            let expected = (e.to_owned(), x.map(str::to_owned), name.to_owned());
+            assert_eq!(indexed(&conn), expected, "{id}");
+        }
+        // The indexes agree with the table.
+        let by_email: Vec<String> = strings(
+            &conn,
+            "SELECT first_name FROM users INDEXED BY users_email WHERE email = 'd@x.org'",
+            0,
+        );
+        assert_eq!(by_email, ["m7"]);
+        let stale = strings(
+            &conn,
+            "SELECT id FROM webhook_events WHERE outcome = 'stale' ORDER BY id",
+            0,
+        );
+        assert_eq!(stale, ["m5", "m6"]);
     }
 
     #[test]
