@@ -509,6 +509,20 @@ mod tests {
     }
 
     #[test]
+    fn sqlite_is_built_without_process_wide_locks_it_does_not_need() {
+        // Set in .cargo/config.toml; lost, every page fetch takes a global mutex.
+        let options = strings(&memory(), "PRAGMA compile_options", 0);
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
+
+    #[test]
     fn email_and_external_id_change_only_with_a_version_that_applies() {
         let conn = memory();
         let version = |id: &str, updated_at: i64, email: &str, external: Option<&str>| {
