@@ -674,6 +674,9 @@ mod tests {
         }
         assert_eq!(text(None), None);
         assert_eq!(int(None), None);
+        // Nor can a raw value hold a string with a bare control character,
+        // the one thing besides escapes the fast path would have to check.
+        assert!(serde_json::from_str::<&RawValue>("\"tab\there\"").is_err());
     }
 
     #[test]
