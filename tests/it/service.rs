@@ -39,6 +39,16 @@ fn collect(
     }
 }
 
+/// Collects until a message containing `wanted` arrives, and fails the test
+/// if none does within `limit`.
+fn expect_message(socket: &UnixDatagram, into: &mut Vec<String>, wanted: &str, limit: Duration) {
+    collect(socket, into, |m| m.contains(wanted), limit);
+    assert!(
+        into.iter().any(|m| m.contains(wanted)),
+        "no {wanted} within {limit:?}: {into:?}"
+    );
+}
+
 /// A server started with `NOTIFY_SOCKET` pointing at a datagram socket this
 /// test owns, plus `env`.
 fn notified_server(env: &[(&str, &str)]) -> (tempfile::TempDir, UnixDatagram, Server) {
@@ -63,16 +73,7 @@ fn notified_server(env: &[(&str, &str)]) -> (tempfile::TempDir, UnixDatagram, Se
 async fn systemd_notify_ready_watchdog_stopping_in_order() {
     let (_dir, socket, mut s) = notified_server(&[("WATCHDOG_USEC", "200000")]);
     let mut messages = Vec::new();
-    collect(
-        &socket,
-        &mut messages,
-        |m| m.contains("READY=1"),
-        Duration::from_secs(5),
-    );
-    assert!(
-        messages.iter().any(|m| m.contains("READY=1")),
-        "no READY=1: {messages:?}"
-    );
+    expect_message(&socket, &mut messages, "READY=1", Duration::from_secs(5));
     // Ready means ready: the listener answers.
     assert_status(
         &s.get("/healthz").await,
@@ -97,12 +98,7 @@ async fn systemd_notify_ready_watchdog_stopping_in_order() {
     );
 
     s.send_signal("-TERM");
-    collect(
-        &socket,
-        &mut messages,
-        |m| m.contains("STOPPING=1"),
-        Duration::from_secs(5),
-    );
+    expect_message(&socket, &mut messages, "STOPPING=1", Duration::from_secs(5));
     assert!(s.wait_exit().success(), "exit after SIGTERM: {}", s.logs());
 
     let ready = messages.iter().position(|m| m.contains("READY=1")).unwrap();
@@ -113,7 +109,7 @@ async fn systemd_notify_ready_watchdog_stopping_in_order() {
     let stopping = messages
         .iter()
         .position(|m| m.contains("STOPPING=1"))
-        .unwrap_or_else(|| panic!("no STOPPING=1: {messages:?}"));
+        .unwrap();
     assert!(
         ready < first_ping && first_ping < stopping,
         "order: {messages:?}"
@@ -128,16 +124,8 @@ async fn systemd_notify_ready_watchdog_stopping_in_order() {
 async fn watchdog_pings_stop_once_the_database_file_is_moved_away() {
     let (_dir, socket, mut s) = notified_server(&[("WATCHDOG_USEC", "200000")]);
     let mut before = Vec::new();
-    collect(
-        &socket,
-        &mut before,
-        |m| m.contains("WATCHDOG=1"),
-        Duration::from_secs(5),
-    );
-    assert!(
-        before.iter().any(|m| m.contains("WATCHDOG=1")),
-        "no ping while healthy: {before:?}"
-    );
+    // Pinged while healthy.
+    expect_message(&socket, &mut before, "WATCHDOG=1", Duration::from_secs(5));
 
     std::fs::rename(&s.db_path, s.db_path.with_extension("moved")).unwrap();
     assert_status(&s.get("/healthz").await, 503, "health once the file moved");
@@ -792,15 +780,6 @@ fn notify_to_an_abstract_socket() {
         ..Config::default()
     });
     let mut messages = Vec::new();
-    collect(
-        &socket,
-        &mut messages,
-        |m| m.contains("READY=1"),
-        Duration::from_secs(5),
-    );
+    expect_message(&socket, &mut messages, "READY=1", Duration::from_secs(5));
     assert!(s.stop().success());
-    assert!(
-        messages.iter().any(|m| m.contains("READY=1")),
-        "{messages:?}"
-    );
 }
