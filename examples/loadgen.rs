@@ -1105,6 +1105,47 @@ fn check(secrets: &Secrets, headers: &hyper::HeaderMap, body: &[u8]) -> StatusCo
 // ---------------------------------------------------------------------------
 // One load run
 
+/// Group commit as the server counted it (`/metrics`): commits, and the
+/// deliveries they made durable.
+async fn scrape_commits(addr: SocketAddr) -> anyhow::Result<(u64, f64)> {
+    let text = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        let mut sender = connect(addr).await?;
+        let request = Request::get("/metrics")
+            .header(HOST, addr.to_string())
+            .body(Full::new(Bytes::new()))?;
+        let body = sender.send_request(request).await?.into_body();
+        anyhow::Ok(body.collect().await?.to_bytes())
+    })
+    .await
+    .context("/metrics did not answer in time")??;
+    commit_figures(&String::from_utf8_lossy(&text))
+}
+
+/// Commits and committed deliveries, from a `/metrics` text.
+fn commit_figures(text: &str) -> anyhow::Result<(u64, f64)> {
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .with_context(|| format!("no {name} in /metrics"))
+    };
+    let count = value("clerk_sync_commit_deliveries_count")?;
+    Ok((count as u64, value("clerk_sync_commit_deliveries_sum")?))
+}
+
+/// Prints how the deliveries were grouped into commits; false when fewer
+/// were committed than were answered 200, which must never happen.
+fn report_commits(count: u64, sum: f64, ok: usize) -> bool {
+    println!(
+        "  group commit: {count} commits, {:.1} deliveries per commit",
+        sum / count.max(1) as f64
+    );
+    let consistent = sum >= ok as f64;
+    if !consistent {
+        println!("  FAILED: {sum} deliveries committed, fewer than the {ok} answered 200");
+    }
+    consistent
+}
+
 struct RunSetup<'a> {
     /// Which repetition of the sweep this run belongs to (from 1).
     round: usize,
@@ -1166,6 +1207,10 @@ fn run_once(
     ))?;
     let client_cpu = own_cpu_since(client_cpu);
     // Read before stopping: the figures vanish with the process.
+    let commits = match setup.target {
+        Target::ClerkSync => Some(rt.block_on(scrape_commits(server.addr))?),
+        _ => None,
+    };
     let rss_mb = peak_rss_mb(pid);
     let server_cpu = cpu_seconds(&pid.to_string());
     let stop_started = Instant::now();
@@ -1204,6 +1249,9 @@ fn run_once(
         )),
         client_cpu.map_or("unknown".into(), |s| format!("{s:.2} s")),
     );
+    if let Some((count, sum)) = commits {
+        passed &= report_commits(count, sum, ok);
+    }
     let others: Vec<String> = statuses
         .iter()
         .filter(|(&status, _)| status != 200)
@@ -1283,12 +1331,13 @@ fn run_writer(
     let queue = Arc::new(Mutex::new(queue));
     let conn = clerk_sync::db::open_writer(&db, Duration::from_secs(5))?;
     let file = clerk_sync::db::DbFile::open(&db)?;
+    let metrics = clerk_sync::metrics::Metrics::new(db.clone());
     let cpu_before = cpu_seconds("self");
     let started = Instant::now();
     let deadline = started + setup.duration;
     let (writer, thread) = {
         let _entered = rt.enter();
-        Writer::spawn(conn, file)?
+        Writer::spawn(conn, file, metrics.clone())?
     };
     let samples = rt.block_on(async {
         let tasks: Vec<_> = (0..setup.connections)
@@ -1342,6 +1391,8 @@ fn run_writer(
         cpu_us.map_or("unknown".into(), |c| format!("{c:.0} us/delivery"))
     );
     let mut passed = ok == samples.len();
+    let (commits, committed) = commit_figures(&metrics.render_counters()?)?;
+    passed &= report_commits(commits, committed, ok);
     passed &= check_database(&db, deliveries, &samples)?;
     remove_database(&db);
     Ok(Row {

@@ -54,6 +54,7 @@ struct Inner {
     deliveries: Family<DeliveryLabels, Counter>,
     rejections: Family<ReasonLabels, Counter>,
     latency: Histogram,
+    commits: Histogram,
     users: Gauge,
     tombstones: Gauge,
     since_applied: Gauge<f64, AtomicU64>,
@@ -86,6 +87,13 @@ impl Metrics {
             "Time from request to answer for webhook deliveries",
             latency.clone(),
         );
+        // Powers of two up to the writer's largest batch.
+        let commits = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "commit_deliveries",
+            "Deliveries made durable by each database commit (group commit)",
+            commits.clone(),
+        );
         let users = Gauge::default();
         registry.register(
             "users",
@@ -115,6 +123,7 @@ impl Metrics {
             deliveries,
             rejections,
             latency,
+            commits,
             users,
             tombstones,
             since_applied,
@@ -145,6 +154,20 @@ impl Metrics {
         };
         self.0.rejections.get_or_create(&labels).inc();
         self.0.latency.observe(latency.as_secs_f64());
+    }
+
+    /// Counts a database commit that made `deliveries` deliveries durable.
+    pub fn commit(&self, deliveries: usize) {
+        self.0.commits.observe(deliveries as f64);
+    }
+
+    /// The text exposition without reading the database: its figures keep
+    /// the values of the last scrape. For callers without a read pool.
+    ///
+    /// # Errors
+    /// Only if formatting fails.
+    pub fn render_counters(&self) -> anyhow::Result<String> {
+        self.0.text()
     }
 
     /// Reads the database figures and renders everything.
@@ -195,6 +218,10 @@ impl Inner {
             None => -1.0,
         });
         self.db_bytes.set(file_bytes(&self.db_path));
+        self.text()
+    }
+
+    fn text(&self) -> anyhow::Result<String> {
         let mut text = String::with_capacity(4096);
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)

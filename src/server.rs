@@ -37,8 +37,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let file = db::DbFile::open(&args.db)
         .with_context(|| format!("cannot examine {}", args.db.display()))?;
     let readers = db::read_pool(&args.db, busy)?;
-    let (writer, writer_thread) =
-        Writer::spawn(conn, file.clone()).context("cannot start the database writer")?;
+    let metrics = Metrics::new(args.db.clone());
+    let (writer, writer_thread) = Writer::spawn(conn, file.clone(), metrics.clone())
+        .context("cannot start the database writer")?;
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -51,7 +52,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         writer,
         readers,
         file,
-        metrics: Metrics::new(args.db.clone()),
+        metrics,
     });
     tracing::info!(
         db = %args.db.display(),

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{self, Applier, DbFile, Outcome};
 use crate::event::Delivery;
+use crate::metrics::Metrics;
 
 /// Most deliveries one transaction takes; bounds how long a batch holds the
 /// write lock and how much a failed commit sends back for retry.
@@ -51,21 +52,22 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`, the database `file`. The thread
-    /// ends once every handle is dropped and the queue is drained; join it to
-    /// know the last commit is done.
+    /// Starts the writer thread on `conn`, the database `file`, counting its
+    /// commits in `metrics`. The thread ends once every handle is dropped and
+    /// the queue is drained; join it to know the last commit is done.
     ///
     /// # Errors
     /// When the thread cannot be spawned.
     pub fn spawn(
         conn: Connection,
         file: DbFile,
+        metrics: Metrics,
     ) -> std::io::Result<(Self, thread::JoinHandle<()>)> {
         let (queue, rx) = mpsc::channel(QUEUE);
         let checkpointer = conn.path().and_then(|p| Checkpointer::spawn(Path::new(p)));
         let handle = thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || run(conn, &file, rx, checkpointer))?;
+            .spawn(move || run(conn, &file, rx, checkpointer, &metrics))?;
         Ok((Self { queue }, handle))
     }
 
@@ -94,6 +96,7 @@ fn run(
     file: &DbFile,
     mut rx: mpsc::Receiver<Job>,
     checkpointer: Option<Checkpointer>,
+    metrics: &Metrics,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut file_ok = true;
@@ -111,6 +114,10 @@ fn run(
         match file.check() {
             Ok(()) => {
                 file_ok = true;
+                let written = answers.iter().filter(|(_, r)| r.is_ok()).count();
+                if written > 0 {
+                    metrics.commit(written);
+                }
                 send_all(answers);
             }
             Err(e) => {

@@ -346,6 +346,15 @@ async fn metrics_count_deliveries_rejections_and_the_mirror() {
     for (name, value) in want {
         assert_eq!(metric(&text, name), Some(value), "{name} in:\n{text}");
     }
+    // Six deliveries were accepted, one after another: each had a commit of
+    // its own or shared one, and every one of them was counted once.
+    assert_eq!(
+        metric(&text, "clerk_sync_commit_deliveries_sum"),
+        Some(6.0),
+        "{text}"
+    );
+    let commits = metric(&text, "clerk_sync_commit_deliveries_count").unwrap();
+    assert!((1.0..=6.0).contains(&commits), "{commits} commits");
     let since = metric(&text, "clerk_sync_seconds_since_last_applied").unwrap();
     assert!((0.0..60.0).contains(&since), "{since}");
     assert!(metric(&text, "clerk_sync_database_bytes").unwrap() > 4096.0);
