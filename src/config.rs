@@ -23,7 +23,7 @@ const FIX: &str =
 /// message names the source and how to fix it, never the secret.
 pub fn load_secrets(file: Option<&Path>) -> anyhow::Result<Secrets> {
     if let Some(path) = file {
-        return from_file(path, &format!("secret file {}", path.display()));
+        return from_file(path, &secret_file(path));
     }
     if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
         let path = PathBuf::from(dir).join(CREDENTIAL_NAME);
@@ -42,6 +42,18 @@ pub fn load_secrets(file: Option<&Path>) -> anyhow::Result<Secrets> {
     }
 }
 
+/// How errors name a secret file. A secret pasted where its path belongs
+/// (an easy slip in a unit file) must not reach the journal through them.
+fn secret_file(path: &Path) -> String {
+    if path.to_string_lossy().contains("whsec_") {
+        "the secret file (its path is not shown: it is a whsec_ secret itself, \
+         not the path of a file holding one)"
+            .to_owned()
+    } else {
+        format!("secret file {}", path.display())
+    }
+}
+
 fn from_file(path: &Path, source: &str) -> anyhow::Result<Secrets> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {source}"))?;
     parse(&text, source)
@@ -52,4 +64,24 @@ fn parse(text: &str, source: &str) -> anyhow::Result<Secrets> {
         SecretError::Missing => anyhow!("{source} is empty; {FIX}"),
         other => anyhow!("{source}: {other}; {FIX}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_given_as_the_file_path_is_not_echoed() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let e = load_secrets(Some(Path::new(secret))).unwrap_err();
+        let message = format!("{e:#}");
+        assert!(
+            !message.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            "{message}"
+        );
+        assert!(message.contains("not the path of a file"), "{message}");
+        // An ordinary path is named, so the user knows which file.
+        let e = load_secrets(Some(Path::new("/nonexistent/clerk-secret"))).unwrap_err();
+        assert!(format!("{e:#}").contains("/nonexistent/clerk-secret"));
+    }
 }
