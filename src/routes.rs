@@ -230,9 +230,11 @@ fn signatures(headers: &HeaderMap) -> Result<String, Rejection> {
     if lines.peek().is_none() {
         return Err(Rejection::MissingHeader(name));
     }
-    let parts = lines
-        .map(|v| v.to_str().map_err(|_| Rejection::MalformedHeader(name)))
-        .collect::<Result<Vec<_>, _>>()?;
+    // Bytes that are not text can only spoil their own entry, which then
+    // fails to decode and is skipped like any other malformed one.
+    let parts: Vec<_> = lines
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .collect();
     Ok(parts.join(" "))
 }
 

@@ -202,10 +202,11 @@ pub fn check_window(timestamp: i64, now: i64, tolerance: u64) -> Result<(), Veri
     }
 }
 
-/// Parses a timestamp header strictly: ASCII digits only, no sign, no
-/// spaces, and small enough that no arithmetic on it can overflow.
+/// Parses a timestamp header strictly, as a 64-bit integer of ASCII digits:
+/// no sign, no spaces. A far-off time is well-formed; the time window then
+/// refuses it (its arithmetic is done in 128 bits).
 pub fn parse_timestamp(text: &str) -> Option<i64> {
-    if text.is_empty() || text.len() > 15 || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     text.parse().ok()
@@ -426,7 +427,13 @@ mod tests {
     fn timestamps_are_parsed_strictly() {
         assert_eq!(parse_timestamp("1614265330"), Some(1_614_265_330));
         assert_eq!(parse_timestamp("0"), Some(0));
+        assert_eq!(
+            parse_timestamp("1000000000000000"),
+            Some(1_000_000_000_000_000)
+        );
+        assert_eq!(parse_timestamp("9223372036854775807"), Some(i64::MAX));
         for bad in [
+            "9223372036854775808",
             "",
             "-1",
             "+1",
