@@ -176,6 +176,20 @@ impl DbFile {
     }
 }
 
+/// The type recorded for delivery `id`, if it was accepted before.
+///
+/// # Errors
+/// When the database cannot be read.
+pub fn recorded_type(readers: &ReadPool, id: &str) -> anyhow::Result<Option<String>> {
+    use rusqlite::OptionalExtension as _;
+    let conn = readers.get()?;
+    let found = conn
+        .prepare_cached("SELECT type FROM webhook_events WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(found)
+}
+
 /// Whether the database answers a read, and is still the file at its path.
 /// Used by `/healthz` and by the systemd watchdog.
 ///

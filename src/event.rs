@@ -68,6 +68,10 @@ pub enum EventError {
     NoData,
     #[error("{0} event has no string `data.id`")]
     NoId(String),
+    /// Readers disagree on which copy counts (JavaScript takes the last,
+    /// SQLite's `->>` the first), so the mirror takes neither.
+    #[error("body is not a Clerk event: `data.{0}` appears more than once")]
+    RepeatedField(&'static str),
 }
 
 #[derive(Deserialize)]
@@ -144,6 +148,9 @@ fn two_passes(body: &str) -> Result<Event<'_>, EventError> {
         return Err(EventError::NoData);
     }
     let data: DataObject<'_> = serde_json::from_str(raw.get()).map_err(|_| EventError::NoData)?;
+    if let Some(field) = data.repeated {
+        return Err(EventError::RepeatedField(field));
+    }
     Ok(Event {
         event_type: envelope.event_type,
         timestamp: envelope.timestamp,
@@ -168,7 +175,7 @@ fn one_pass(body: &str) -> Option<Event<'_>> {
         timestamp: Option<Value>,
     }
     let envelope: OnePass<'_> = serde_json::from_str(body).ok()?;
-    let data = envelope.data?;
+    let data = envelope.data.filter(|d| d.repeated.is_none())?;
     let start = object_start(body.as_bytes(), data.first_key?)?;
     let end = object_end(body.as_bytes(), data.last_value?.get())?;
     // Both ends are ASCII braces, so char boundaries.
@@ -214,6 +221,8 @@ struct DataObject<'a> {
     /// `None` when it is escaped, so not the body's own text.
     first_key: Option<&'a str>,
     last_value: Option<&'a RawValue>,
+    /// A mirrored field that appears more than once.
+    repeated: Option<&'static str>,
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for DataObject<'a> {
@@ -236,8 +245,10 @@ impl<'de: 'a, 'a> Visitor<'de> for DataVisitor<'a> {
             fields: Fields::default(),
             first_key: None,
             last_value: None,
+            repeated: None,
         };
         let mut first = true;
+        let mut seen = 0u16;
         while let Some(key) = map.next_key_seed(KeySeed)? {
             if first {
                 object.first_key = key.borrowed;
@@ -246,22 +257,29 @@ impl<'de: 'a, 'a> Visitor<'de> for DataVisitor<'a> {
             let value: &'de RawValue = map.next_value()?;
             object.last_value = Some(value);
             let f = &mut object.fields;
-            let slot = match key.text.as_ref() {
-                "id" => &mut f.id,
-                "first_name" => &mut f.first_name,
-                "last_name" => &mut f.last_name,
-                "username" => &mut f.username,
-                "image_url" => &mut f.image_url,
-                "external_id" => &mut f.external_id,
-                "created_at" => &mut f.created_at,
-                "updated_at" => &mut f.updated_at,
-                "primary_email_address_id" => &mut f.primary_email_address_id,
-                "email_addresses" => &mut f.email_addresses,
+            let (bit, name, slot) = match key.text.as_ref() {
+                "id" => (0, "id", &mut f.id),
+                "first_name" => (1, "first_name", &mut f.first_name),
+                "last_name" => (2, "last_name", &mut f.last_name),
+                "username" => (3, "username", &mut f.username),
+                "image_url" => (4, "image_url", &mut f.image_url),
+                "external_id" => (5, "external_id", &mut f.external_id),
+                "created_at" => (6, "created_at", &mut f.created_at),
+                "updated_at" => (7, "updated_at", &mut f.updated_at),
+                "primary_email_address_id" => (
+                    8,
+                    "primary_email_address_id",
+                    &mut f.primary_email_address_id,
+                ),
+                "email_addresses" => (9, "email_addresses", &mut f.email_addresses),
                 _ => continue,
             };
-            if slot.is_some() {
-                return Err(de::Error::custom("repeated field"));
+            // Tracked apart from the slot, which stays empty for a null.
+            if seen & (1 << bit) != 0 {
+                object.repeated.get_or_insert(name);
+                continue;
             }
+            seen |= 1 << bit;
             *slot = (value.get() != "null").then_some(value);
         }
         Ok(object)
@@ -383,16 +401,28 @@ fn text(raw: Option<&RawValue>) -> Option<String> {
     }
 }
 
-/// The value as an integer, if it is one.
+/// The value as a whole number of milliseconds, if it is a number. Clerk
+/// sends integers, but the same instant written `1700000000000.0` or
+/// `1.7e12` (as a proxy that re-serialises JSON may) is the same time, and
+/// reading it as missing would order the event by another clock. A fraction
+/// of a millisecond is dropped, as in the envelope timestamp.
 fn int(raw: Option<&RawValue>) -> Option<i64> {
+    // Beyond 2^53 a float no longer holds every integer, so it names no
+    // exact millisecond (and is ~285,000 years from now anyway).
+    const EXACT: f64 = 9_007_199_254_740_992.0;
     let raw = raw?.get();
-    // Plain digits, the usual case, are read directly; out of range is None
-    // either way. Signs (the parser reads `-0` as a float), fractions and
-    // exponents go to the parser.
-    if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
-        return raw.parse().ok();
+    // A raw value is valid JSON, so one that starts like a number is one,
+    // and every JSON number is also Rust number syntax. Rust's float reading
+    // rounds correctly, which serde_json's default one does not always do.
+    if !raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return None;
     }
-    serde_json::from_str(raw).ok()
+    if let Ok(n) = raw.parse::<i64>() {
+        return Some(n);
+    }
+    let f: f64 = raw.parse().ok()?;
+    // Saturation cannot happen inside the bound; `-0.5` becomes 0.
+    (f.abs() < EXACT).then(|| f.trunc() as i64)
 }
 
 /// The address whose `id` is `primary_email_address_id`. Not the first entry:
@@ -466,7 +496,7 @@ mod tests {
     #[test]
     fn fields_of_surprising_types_become_null() {
         let body = r#"{"type":"user.updated","timestamp":7,"data":{"id":"user_1","first_name":5,
-            "last_name":{"a":1},"created_at":"yesterday","updated_at":1.5,"external_id":null,
+            "last_name":{"a":1},"created_at":"yesterday","updated_at":"1","external_id":null,
             "primary_email_address_id":"idn_a","email_addresses":"not a list"}}"#;
         let Change::Upsert(user) = parse_str(body).unwrap().change else {
             panic!()
@@ -481,6 +511,30 @@ mod tests {
             parse_str(r#"{"type":"user.created","data":["user_1"]}"#),
             Err(EventError::NoData)
         );
+    }
+
+    #[test]
+    fn a_mirrored_field_given_twice_is_refused_by_name() {
+        for data in [
+            r#"{"id":"user_1","first_name":"one","first_name":"two","updated_at":2}"#,
+            r#"{"id":"user_1","first_name":null,"updated_at":2,"first_name":"two"}"#,
+        ] {
+            let body = format!(r#"{{"type":"user.updated","timestamp":1,"data":{data}}}"#);
+            let refused = parse_str(&body);
+            assert_eq!(
+                refused,
+                Err(EventError::RepeatedField("first_name")),
+                "{data}"
+            );
+            assert!(refused
+                .unwrap_err()
+                .to_string()
+                .contains("`data.first_name`"));
+        }
+        // Fields the mirror does not read may repeat, as JSON allows.
+        let body = r#"{"type":"user.updated","timestamp":1,"data":{"id":"user_1","updated_at":2,
+            "public_metadata":{"a":1,"a":2},"banned":false,"banned":true}}"#;
+        assert!(parse_str(body).is_ok());
     }
 
     #[test]
@@ -668,9 +722,36 @@ mod tests {
         for value in values {
             let raw: &RawValue = serde_json::from_str(value).unwrap();
             let parsed_text: Option<String> = serde_json::from_str(value).ok();
-            let parsed_int: Option<i64> = serde_json::from_str(value).ok();
             assert_eq!(text(Some(raw)), parsed_text, "text of {value}");
-            assert_eq!(int(Some(raw)), parsed_int, "int of {value}");
+            // Every integer the parser reads as one is read the same.
+            if let Ok(n) = serde_json::from_str::<i64>(value) {
+                assert_eq!(int(Some(raw)), Some(n), "int of {value}");
+            }
+        }
+        // And a number in any other form is the millisecond it names.
+        let ints = [
+            ("-0", Some(0)),
+            ("9223372036854775808", None),
+            ("-9223372036854775809", None),
+            ("1.5", Some(1)),
+            ("-1.5", Some(-1)),
+            ("1e3", Some(1000)),
+            ("1E+3", Some(1000)),
+            ("-2E-2", Some(0)),
+            ("1700000001000.0", Some(1_700_000_001_000)),
+            ("1.7000000000005e12", Some(1_700_000_000_000)),
+            ("17E11", Some(1_700_000_000_000)),
+            ("9007199254740991.0", Some(9_007_199_254_740_991)),
+            ("9007199254740992.0", None),
+            ("1e400", None),
+            (r#""123""#, None),
+            ("null", None),
+            ("true", None),
+            ("[]", None),
+        ];
+        for (value, want) in ints {
+            let raw: &RawValue = serde_json::from_str(value).unwrap();
+            assert_eq!(int(Some(raw)), want, "int of {value}");
         }
         assert_eq!(text(None), None);
         assert_eq!(int(None), None);

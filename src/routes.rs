@@ -162,8 +162,23 @@ async fn receive(app: &App, req: Request<Incoming>) -> Received {
             app.tolerance,
         )
         .map_err(|e| (id(), e.into()))?;
-    let delivery =
-        event::parse(headers.id.clone(), &bytes, now_ms).map_err(|e| (id(), e.into()))?;
+    let delivery = match event::parse(headers.id.clone(), &bytes, now_ms) {
+        Ok(delivery) => delivery,
+        // A delivery already accepted is answered 200 whatever comes with
+        // its id again, so that no retry of it is ever refused.
+        Err(e) => {
+            return match already_recorded(app, &headers.id).await {
+                Some(event_type) => Ok((
+                    Applied {
+                        id: headers.id,
+                        event_type,
+                    },
+                    Outcome::Duplicate,
+                )),
+                None => Err((id(), e.into())),
+            }
+        }
+    };
     let applied = Applied {
         id: delivery.id.clone(),
         event_type: delivery.event_type.clone(),
@@ -301,6 +316,18 @@ async fn health(app: &App) -> Response<Body> {
             tracing::warn!(error = format!("{e:#}"), "health check failed");
             error_response(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
+    }
+}
+
+/// [`db::recorded_type`] off the async workers, bounded in time; `None`
+/// also when the database does not answer.
+async fn already_recorded(app: &App, id: &str) -> Option<String> {
+    let readers = app.readers.clone();
+    let id = id.to_owned();
+    let lookup = tokio::task::spawn_blocking(move || db::recorded_type(&readers, &id));
+    match tokio::time::timeout(Duration::from_secs(3), lookup).await {
+        Ok(Ok(Ok(found))) => found,
+        _ => None,
     }
 }
 

@@ -176,16 +176,68 @@ async fn duplicate_svix_id_changes_nothing() {
     assert_eq!(event_count_for(&c, &first.id), 1);
     assert_eq!(count(&c, "webhook_events"), 1);
 
-    // Same id with an unparseable body after acceptance: still "already applied".
-    let junk = first.same_id_new_body(SECRET, b"not json".to_vec());
-    let r = s.deliver(&junk).await;
-    assert!(
-        r.status == 200 || r.status == 400,
-        "duplicate id with junk body: {} {:?}",
-        r.status,
-        r.text()
+    // Same id with a body that is no event at all: the id was accepted, so
+    // it is still answered as the duplicate it is.
+    let junk: [&[u8]; 4] = [
+        b"not json",
+        b"",
+        br#"{"data":{}}"#,
+        br#"{"type":"user.created","data":{}}"#,
+    ];
+    for body in junk {
+        let r = s
+            .deliver(&first.same_id_new_body(SECRET, body.to_vec()))
+            .await;
+        let what = String::from_utf8_lossy(body);
+        assert_status(&r, 200, &format!("known id with body {what:?}"));
+        assert_eq!(r.json().unwrap()["outcome"], "duplicate", "{what:?}");
+    }
+    let c = s.db();
+    assert_eq!(user_row(&c, &uid).unwrap(), row1);
+    assert_eq!(event_row(&c, &first.id).unwrap(), ev1, "event row changed");
+    assert_eq!(count(&c, "webhook_events"), 1);
+    // An unknown id with such a body is still refused.
+    let fresh = delivery(b"not json".to_vec());
+    assert_status(&s.deliver(&fresh).await, 400, "unknown id, not json");
+}
+
+/// The same instants written as floats, as a proxy that re-serialises JSON
+/// may send them: still Clerk's times, so still what orders the events.
+#[tokio::test]
+async fn times_written_as_floats_still_order_events() {
+    let s = Server::start();
+    let uid = unique_user_id();
+    let mut v2 = user_data(&uid, T0, T0 + 2_000);
+    v2["first_name"] = json!("Second");
+    ok(&s, user_event("user.created", &v2), "v2").await;
+    let row2 = user_row(&s.db(), &uid).unwrap();
+
+    // Older, with an envelope time newer than the row: still stale.
+    let mut older: Value = serde_json::from_str(&format!(
+        r#"{{"id":"{uid}","first_name":"Older","created_at":{T0}.0,"updated_at":{}.0}}"#,
+        T0 + 1_000
+    ))
+    .unwrap();
+    older["object"] = json!("user");
+    let stale = delivery(to_body(&envelope("user.updated", older, T0 + 9_000)));
+    let r = s.deliver(&stale).await;
+    assert_status(&r, 200, "older, as floats");
+    assert_eq!(r.json().unwrap()["outcome"], "stale", "{}", r.text());
+    assert_eq!(
+        user_row(&s.db(), &uid).unwrap(),
+        row2,
+        "a stale event changed the row"
     );
-    assert_eq!(user_row(&s.db(), &uid).unwrap(), row1);
+
+    // Newer, in exponent form, with an envelope time older than the row.
+    let newer = format!(
+        r#"{{"type":"user.updated","object":"event","timestamp":{T0},"data":{{"id":"{uid}","first_name":"Newer","created_at":1.7e12,"updated_at":1.700000003e12}}}}"#
+    );
+    ok(&s, newer.into_bytes(), "newer, in exponent form").await;
+    let row = user_row(&s.db(), &uid).unwrap();
+    assert_eq!(row.first_name.as_deref(), Some("Newer"));
+    assert_eq!(row.created_at, Some(1_700_000_000_000));
+    assert_eq!(row.updated_at, Some(1_700_000_003_000));
 }
 
 #[tokio::test]
