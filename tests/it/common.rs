@@ -472,6 +472,14 @@ impl Server {
         request(self.addr, "GET", path, &base_headers(), Vec::new()).await
     }
 
+    /// POST `body` to the webhook path with `headers` sent byte for byte
+    /// (values hyper's client would refuse to build included).
+    pub async fn post_raw(&self, headers: &[(String, Vec<u8>)], body: &[u8]) -> Resp {
+        let length = format!("content-length: {}", body.len());
+        let head = raw_head(self.addr, &self.path, headers, &[&length]);
+        raw_exchange(self.addr, &head, &[body]).await
+    }
+
     /// POST a delivery to the configured webhook path.
     pub async fn deliver(&self, d: &Delivery) -> Resp {
         self.post(&self.path, &d.headers(), &d.body).await

@@ -205,26 +205,14 @@ fn small_limit_server() -> Server {
 async fn body_over_max_body_is_413_with_content_length() {
     let s = small_limit_server();
     let d = delivery(created_body_of_len(LIMIT as usize + 1));
-    let head = raw_head(
-        s.addr,
-        &s.path,
-        &d.headers(),
-        &[&format!("content-length: {}", d.body.len())],
-    );
-    let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+    let r = s.post_raw(&d.headers(), &d.body).await;
     assert_status(&r, 413, "one byte over --max-body");
     r.assert_json_reason();
 
     // Far over the limit: the server may answer before reading it all.
     let big = created_body_of_len(4 << 20);
     let d = delivery(big);
-    let head = raw_head(
-        s.addr,
-        &s.path,
-        &d.headers(),
-        &[&format!("content-length: {}", d.body.len())],
-    );
-    let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+    let r = s.post_raw(&d.headers(), &d.body).await;
     assert_status(&r, 413, "4 MiB with --max-body 2048");
 
     let c = s.db();
@@ -278,13 +266,7 @@ async fn checks_run_in_contract_order() {
     // Missing headers AND oversized: headers are checked first -> 400.
     let d = delivery(created_body_of_len(LIMIT as usize + 100));
     let h = without(&d.headers(), "svix-id");
-    let head = raw_head(
-        s.addr,
-        &s.path,
-        &h,
-        &[&format!("content-length: {}", d.body.len())],
-    );
-    let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+    let r = s.post_raw(&h, &d.body).await;
     assert_status(&r, 400, "missing svix-id and oversized body");
 
     let h = replace(&d.headers(), "svix-timestamp", b"12a");
@@ -295,13 +277,7 @@ async fn checks_run_in_contract_order() {
     // Oversized with a bad signature: size before signature -> 413.
     let bad = sign(OTHER_SECRET, &d.id, &d.ts, &d.body);
     let h = replace(&d.headers(), "svix-signature", bad.as_bytes());
-    let head = raw_head(
-        s.addr,
-        &s.path,
-        &h,
-        &[&format!("content-length: {}", d.body.len())],
-    );
-    let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+    let r = s.post_raw(&h, &d.body).await;
     assert_status(&r, 413, "oversized body with a bad signature");
 
     // Oversized with a stale timestamp: still 413.
@@ -312,13 +288,7 @@ async fn checks_run_in_contract_order() {
         ("svix-timestamp", &ts),
         ("svix-signature", &sig),
     ]);
-    let head = raw_head(
-        s.addr,
-        &s.path,
-        &h,
-        &[&format!("content-length: {}", d.body.len())],
-    );
-    let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+    let r = s.post_raw(&h, &d.body).await;
     assert_status(&r, 413, "oversized body with a stale timestamp");
 
     // Bad signature AND not JSON: signature before content -> 401.
@@ -582,13 +552,7 @@ async fn nothing_in_a_header_crashes_the_server() {
     ];
     for sig in odd_sigs {
         let h = replace(&d.headers(), "svix-signature", &sig);
-        let head = raw_head(
-            s.addr,
-            &s.path,
-            &h,
-            &[&format!("content-length: {}", d.body.len())],
-        );
-        let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+        let r = s.post_raw(&h, &d.body).await;
         // Only an empty header is malformed; any other holds no
         // well-formed entry, so nothing matches.
         let blank = sig.iter().all(|&b| b == b' ');
@@ -607,13 +571,7 @@ async fn nothing_in_a_header_crashes_the_server() {
         ("svix-timestamp", "١٢٣".as_bytes().to_vec()),
     ] {
         let h = replace(&d.headers(), name, &val);
-        let head = raw_head(
-            s.addr,
-            &s.path,
-            &h,
-            &[&format!("content-length: {}", d.body.len())],
-        );
-        let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+        let r = s.post_raw(&h, &d.body).await;
         assert!(
             r.status == 400 || r.status == 401,
             "odd {name}: got {} {:?}",
@@ -746,34 +704,16 @@ async fn signature_entries_over_several_header_lines() {
     let mut same_line = odd.to_vec();
     same_line.extend_from_slice(format!(" {}", d.sig).as_bytes());
     let h = replace(&d.headers(), "svix-signature", &same_line);
-    let head = raw_head(
-        s.addr,
-        &s.path,
-        &h,
-        &[&format!("content-length: {}", d.body.len())],
-    );
-    let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+    let r = s.post_raw(&h, &d.body).await;
     assert_status(&r, 200, "valid entry after a non-ASCII one");
     let d = delivery(created_body());
     let mut h = replace(&d.headers(), "svix-signature", odd);
     h.push(("svix-signature".into(), d.sig.clone().into_bytes()));
-    let head = raw_head(
-        s.addr,
-        &s.path,
-        &h,
-        &[&format!("content-length: {}", d.body.len())],
-    );
-    let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+    let r = s.post_raw(&h, &d.body).await;
     assert_status(&r, 200, "valid entry on the line after a non-ASCII one");
     let d = delivery(created_body());
     let h = replace(&d.headers(), "svix-signature", odd);
-    let head = raw_head(
-        s.addr,
-        &s.path,
-        &h,
-        &[&format!("content-length: {}", d.body.len())],
-    );
-    let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+    let r = s.post_raw(&h, &d.body).await;
     assert_status(&r, 401, "only a non-ASCII entry");
     r.assert_json_reason();
 }
