@@ -45,13 +45,36 @@ pub fn load_secrets(file: Option<&Path>) -> anyhow::Result<Secrets> {
 /// How errors name a secret file. A secret pasted where its path belongs
 /// (an easy slip in a unit file) must not reach the journal through them.
 fn secret_file(path: &Path) -> String {
-    if path.to_string_lossy().contains("whsec_") {
-        "the secret file (its path is not shown: it is a whsec_ secret itself, \
-         not the path of a file holding one)"
-            .to_owned()
+    let shown = path.to_string_lossy();
+    let redacted = redact(&shown);
+    if redacted == shown {
+        format!("secret file {shown}")
     } else {
-        format!("secret file {}", path.display())
+        format!(
+            "secret file {redacted} (a whsec_ secret itself, not the path of a file holding one)"
+        )
     }
+}
+
+/// `text` with every `whsec_` secret in it cut to its prefix, for messages
+/// that quote what the user typed.
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    const PREFIX: &str = "whsec_";
+    if !text.contains(PREFIX) {
+        return text.into();
+    }
+    let is_base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '-' | '_');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(PREFIX) {
+        out.push_str(&rest[..at + PREFIX.len()]);
+        rest = &rest[at + PREFIX.len()..];
+        let secret = rest.find(|c: char| !is_base64(c)).unwrap_or(rest.len());
+        out.push_str("...");
+        rest = &rest[secret..];
+    }
+    out.push_str(rest);
+    out.into()
 }
 
 fn from_file(path: &Path, source: &str) -> anyhow::Result<Secrets> {
@@ -79,9 +102,25 @@ mod tests {
             !message.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
             "{message}"
         );
-        assert!(message.contains("not the path of a file"), "{message}");
+        assert!(
+            message.contains("secret file whsec_... (a whsec_ secret itself"),
+            "{message}"
+        );
         // An ordinary path is named, so the user knows which file.
         let e = load_secrets(Some(Path::new("/nonexistent/clerk-secret"))).unwrap_err();
         assert!(format!("{e:#}").contains("/nonexistent/clerk-secret"));
+    }
+
+    #[test]
+    fn redaction_keeps_everything_but_the_secrets() {
+        assert_eq!(redact("no secret here"), "no secret here");
+        assert_eq!(
+            redact("unexpected argument 'whsec_MfKQ9r8G+/LaSw==' found"),
+            "unexpected argument 'whsec_...' found"
+        );
+        assert_eq!(
+            redact("whsec_a,whsec_b whsec_"),
+            "whsec_...,whsec_... whsec_..."
+        );
     }
 }

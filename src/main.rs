@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use clerk_sync::cli::{Cli, Command, LogFormat};
-use clerk_sync::{server, tools};
+use clerk_sync::{config, server, tools};
 use tracing_subscriber::EnvFilter;
 
 // A delivery's short-lived allocations are cheaper here than in glibc's
@@ -14,7 +14,10 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return command_line_error(&e),
+    };
     let format = match &cli.command {
         Command::Serve(args) => args.log_format,
         _ => LogFormat::Text,
@@ -47,6 +50,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Status(args) => tools::status(args),
         }
     })
+}
+
+/// clap's own report of a bad command line, except that it quotes what was
+/// typed: a secret pasted as an argument (`serve whsec_...`) is cut from it
+/// rather than printed to a terminal or a journal.
+fn command_line_error(e: &clap::Error) -> ExitCode {
+    let text = e.render().to_string();
+    let redacted = config::redact(&text);
+    if redacted == text {
+        // Nothing to hide: clap prints it, with its colours.
+        let _ = e.print();
+    } else if e.use_stderr() {
+        eprint!("{redacted}");
+    } else {
+        print!("{redacted}");
+    }
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 fn init_logging(format: LogFormat) {

@@ -688,6 +688,20 @@ fn help_never_shows_the_secret() {
         assert!(!all.is_empty(), "{args:?} printed nothing");
         assert!(!all.contains(b64), "{args:?} shows the secret:\n{all}");
     }
+    // Nor does the error for a secret typed where it does not belong.
+    for args in [
+        &["serve", sentinel][..],
+        &["serve", "--tolerance", sentinel][..],
+        &["serve", &format!("--secret={sentinel}")][..],
+        &["serve", "--secret-file", sentinel][..],
+        &["sign", "--bogus", sentinel][..],
+    ] {
+        let f = run_to_end(args, &[]);
+        assert!(!f.status.success(), "{args:?} was accepted");
+        let all = format!("{}{}", f.stdout, f.stderr);
+        assert!(all.contains("error"), "{args:?} said nothing: {all}");
+        assert!(!all.contains(b64), "{args:?} shows the secret:\n{all}");
+    }
     // The serve help documents the flags of the contract.
     let f = run_to_end(
         &["serve", "--help"],
