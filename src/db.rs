@@ -274,21 +274,27 @@ const UPSERT_INDEXED: &str = upsert!(
 );
 
 // Not newer than the tombstone: the user stays deleted, but the columns a
-// tombstone keeps take the newest version seen, so the table ends the same
-// whatever order Svix delivered in.
+// tombstone keeps take the newest version seen, as a live row would (its
+// external_id too when that is NULL), so the table ends the same whatever
+// order the versions and the delete arrived in.
 const TOMBSTONE_KEEPS: &str = "UPDATE users SET updated_at = ?2,
         created_at = COALESCE(?3, created_at),
-        external_id = COALESCE(?4, external_id)
+        external_id = ?4
      WHERE clerk_id = ?1 AND deleted_at IS NOT NULL AND ?2 <= deleted_at
        AND (updated_at IS NULL OR ?2 > updated_at)";
 
 // Deletion is final in Clerk, so a delete always lands; only a second,
-// earlier delete of a tombstone changes nothing.
+// earlier delete of a tombstone changes nothing. The delete's own
+// external_id (when it has one) stands in only while no version of the
+// user has been seen (updated_at is NULL): once one has, external_id is
+// that version's, in whichever order the two arrive.
 const DELETE: &str = "INSERT INTO users (clerk_id, external_id, deleted_at) VALUES (?1, ?2, ?3)
      ON CONFLICT(clerk_id) DO UPDATE SET
         email = NULL, first_name = NULL, last_name = NULL, username = NULL,
         image_url = NULL, data = NULL,
-        external_id = COALESCE(users.external_id, excluded.external_id),
+        external_id = CASE WHEN users.updated_at IS NULL
+                           THEN COALESCE(excluded.external_id, users.external_id)
+                           ELSE users.external_id END,
         deleted_at = excluded.deleted_at
      WHERE users.deleted_at IS NULL OR excluded.deleted_at > users.deleted_at";
 
@@ -541,6 +547,69 @@ mod tests {
             asked.contains("SQLITE_DEFAULT_MEMSTATUS=0"),
             "asked for {asked:?}, built with {options:?}"
         );
+    }
+
+    #[test]
+    fn a_tombstone_ends_the_same_in_every_order_of_versions_and_delete() {
+        let version = |id: &str, updated_at: i64, external: Option<&str>| {
+            let body = serde_json::json!({
+                "type": "user.updated", "timestamp": updated_at,
+                "data": {"id": "u", "updated_at": updated_at, "created_at": T,
+                         "external_id": external},
+            });
+            event::parse(id.into(), body.to_string().as_bytes(), 0).unwrap()
+        };
+        let delete_with = |external: Option<&str>| {
+            let body = serde_json::json!({
+                "type": "user.deleted", "timestamp": T + 9,
+                "data": {"id": "u", "deleted": true, "external_id": external},
+            });
+            event::parse("del".into(), body.to_string().as_bytes(), 0).unwrap()
+        };
+        let kept = |conn: &Connection| -> (Option<String>, Option<i64>, Option<i64>) {
+            conn.query_row(
+                "SELECT external_id, updated_at, deleted_at FROM users WHERE clerk_id = 'u'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
+        };
+        for (newest, from_delete) in [
+            (None, None),
+            (None, Some("e_del")),
+            (Some("e2"), None),
+            (Some("e2"), Some("e_del")),
+        ] {
+            let events = [
+                version("v1", T + 1, Some("e1")),
+                version("v2", T + 2, newest),
+                delete_with(from_delete),
+            ];
+            // The newest version's external_id, whatever the delete says.
+            let want = (newest.map(str::to_owned), Some(T + 2), Some(T + 9));
+            for order in [
+                [0, 1, 2],
+                [0, 2, 1],
+                [1, 0, 2],
+                [1, 2, 0],
+                [2, 0, 1],
+                [2, 1, 0],
+            ] {
+                let conn = memory();
+                for i in order {
+                    apply(&conn, &events[i], 1).unwrap();
+                }
+                assert_eq!(
+                    kept(&conn),
+                    want,
+                    "order {order:?}, newest {newest:?}, delete {from_delete:?}"
+                );
+            }
+        }
+        // With no version seen, the tombstone keeps what the delete says.
+        let conn = memory();
+        apply(&conn, &delete_with(Some("e_del")), 1).unwrap();
+        assert_eq!(kept(&conn), (Some("e_del".to_owned()), None, Some(T + 9)));
     }
 
     #[test]

@@ -278,6 +278,7 @@ struct Expect {
     deleted_at: Option<i64>,
     email: Option<String>,
     first_name: Option<String>,
+    external_id: Option<String>,
     updated_at: i64,
 }
 
@@ -337,11 +338,11 @@ fn histories(rng: &mut Rng, users: usize) -> (Vec<Vec<Event>>, Vec<Expect>) {
     let mut expect = Vec::new();
     for _ in 0..users {
         let uid = unique_user_id();
-        let external = if rng.chance(50) {
-            Some(format!("ext-{}", rng.below(100_000)))
-        } else {
-            None
+        let new_external = |rng: &mut Rng| {
+            rng.chance(50)
+                .then(|| format!("ext-{}", rng.below(100_000)))
         };
+        let mut external = new_external(rng);
         let created = T0 + rng.below(1_000_000_000) as i64;
         let mut updated = created;
         let mut evs = Vec::new();
@@ -352,6 +353,11 @@ fn histories(rng: &mut Rng, users: usize) -> (Vec<Vec<Event>>, Vec<Expect>) {
         });
         for _ in 0..1 + rng.below(4) {
             updated += 1 + rng.below(10_000) as i64;
+            // Sometimes set, changed or cleared: the newest version's value
+            // is what the row must end with, tombstone or not.
+            if rng.chance(30) {
+                external = new_external(rng);
+            }
             last = random_user(rng, &uid, &external, created, updated);
             evs.push(Event {
                 id: unique_msg_id(),
@@ -387,6 +393,7 @@ fn histories(rng: &mut Rng, users: usize) -> (Vec<Vec<Event>>, Vec<Expect>) {
             } else {
                 last["first_name"].as_str().map(String::from)
             },
+            external_id: external.clone(),
             updated_at: updated,
         });
         all.push(evs);
@@ -463,6 +470,11 @@ async fn run_seed(seed: u64) -> SeedRun {
             row.updated_at,
             Some(x.updated_at),
             "seed {seed}: updated_at of {}",
+            x.uid
+        );
+        assert_eq!(
+            row.external_id, x.external_id,
+            "seed {seed}: external_id of {}",
             x.uid
         );
     }
