@@ -54,8 +54,10 @@ impl Outcome {
 ///
 /// # Errors
 /// When the file cannot be opened or created, is not a SQLite database, is
-/// from a newer clerk-sync, or stays locked past `busy_timeout`.
+/// from a newer clerk-sync, stays locked past `busy_timeout`, or is missing
+/// while its write-ahead log holds commits.
 pub fn open_writer(path: &Path, busy_timeout: Duration) -> anyhow::Result<Connection> {
+    refuse_orphaned_wal(path)?;
     let conn = Connection::open(path)
         .with_context(|| format!("cannot open database {}", path.display()))?;
     conn.busy_timeout(busy_timeout)?;
@@ -123,6 +125,34 @@ pub fn read_pool(path: &Path, busy_timeout: Duration) -> anyhow::Result<ReadPool
         .context("cannot open read connections")
 }
 
+/// The write-ahead log beside the database at `path`.
+pub fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
+/// A WAL-mode database is never empty, so a log with frames beside a missing
+/// or empty file belongs to a database that was moved or removed, with
+/// commits it never got (a reader held them when the writer stopped). SQLite
+/// would delete that log on open; starting instead waits for the user.
+fn refuse_orphaned_wal(path: &Path) -> anyhow::Result<()> {
+    // The log's own header is 32 bytes; frames come after it.
+    const WAL_HEADER: u64 = 32;
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let wal = wal_path(path);
+    if size(path) == 0 && size(&wal) > WAL_HEADER {
+        bail!(
+            "{} holds committed changes of a database that is no longer at {}: move it beside \
+             that database, named as its path plus -wal, and open that database to keep them; \
+             or delete it to start a new database here without them",
+            wal.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// The database file this process opened, told apart from whatever its path
 /// names now. SQLite keeps writing to the file it opened even after the path
 /// stops naming it (an `rm` to start over, a restore renamed onto the path):
@@ -160,6 +190,24 @@ impl DbFile {
             path: path.to_path_buf(),
             id: (meta.dev(), meta.ino()),
         })
+    }
+
+    /// Where the opened file is now, as the kernel names it through this
+    /// process's open descriptors (SQLite's own): its new path after a move,
+    /// with ` (deleted)` after a removal. `None` off Linux or when no
+    /// descriptor refers to it.
+    pub fn whereabouts(&self) -> Option<PathBuf> {
+        std::fs::read_dir("/proc/self/fd")
+            .ok()?
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|fd| std::fs::metadata(fd).is_ok_and(|m| (m.dev(), m.ino()) == self.id))
+            .and_then(|fd| std::fs::read_link(fd).ok())
+    }
+
+    /// The path the database was opened at.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Whether `path` still names the file that was opened.
@@ -547,6 +595,30 @@ mod tests {
             asked.contains("SQLITE_DEFAULT_MEMSTATUS=0"),
             "asked for {asked:?}, built with {options:?}"
         );
+    }
+
+    #[test]
+    fn a_log_with_commits_beside_no_database_is_not_thrown_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone.db");
+        let wal = wal_path(&path);
+        // A header alone holds nothing: SQLite may drop it.
+        std::fs::write(&wal, [0u8; 32]).unwrap();
+        open_writer(&path, Duration::from_secs(1)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&wal, [0u8; 33]).unwrap();
+        for database in [None, Some(&b""[..])] {
+            if let Some(bytes) = database {
+                std::fs::write(&path, bytes).unwrap();
+            }
+            let refused = open_writer(&path, Duration::from_secs(1)).unwrap_err();
+            assert!(refused.to_string().contains("gone.db-wal"), "{refused}");
+            assert_eq!(
+                std::fs::metadata(&wal).unwrap().len(),
+                33,
+                "the log was touched"
+            );
+        }
     }
 
     #[test]

@@ -231,7 +231,5 @@ impl Inner {
 /// The main file plus its WAL: what the database costs on disk.
 fn file_bytes(path: &std::path::Path) -> i64 {
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    i64::try_from(size(path) + size(std::path::Path::new(&wal))).unwrap_or(i64::MAX)
+    i64::try_from(size(path) + size(&db::wal_path(path))).unwrap_or(i64::MAX)
 }

@@ -145,7 +145,39 @@ fn run(
         // Except when the path now names another file: the WAL beside it is
         // still this file's, and whatever opens the path next would replay
         // these frames into the newcomer. Copy them home and empty the WAL.
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        empty_wal_of_moved(&conn, file);
+    }
+}
+
+/// Copies every committed frame into the database file this process has
+/// open (wherever it now is) and empties the log. SQLite waits up to the
+/// busy timeout for other connections' read transactions; frames newer than
+/// one still open cannot be copied, and are then only in the log at the old
+/// path, which is what the error says, with how to keep them.
+fn empty_wal_of_moved(conn: &Connection, file: &DbFile) {
+    let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    match checkpoint {
+        Ok((0, _, _)) => {}
+        Ok((_, frames, copied)) => {
+            let moved_to = file
+                .whereabouts()
+                .map_or_else(|| "its new place".to_owned(), |p| p.display().to_string());
+            tracing::error!(
+                wal = %db::wal_path(file.path()).display(),
+                database_now = %moved_to,
+                frames_not_copied = frames - copied,
+                "the database was moved or replaced while another connection was reading it, so \
+                 its last commits are only in the write-ahead log at the old path; move that log \
+                 beside the database as its path plus -wal before opening it, or they are lost"
+            );
+        }
+        Err(e) => {
             tracing::warn!(error = %e, "cannot empty the write-ahead log of the moved database");
         }
     }

@@ -808,6 +808,85 @@ fn refuses_a_file_it_cannot_use() {
     assert_eq!(std::fs::read(&garbage).unwrap(), vec![0x42u8; 8192]);
 }
 
+/// The same move while another connection reads the file in a transaction:
+/// the commits newer than its snapshot cannot be copied into the moved file
+/// on the way out and stay in the log at the old path. The server says so,
+/// will not start on that path (SQLite would delete the log), and the log
+/// moved beside the database brings every acknowledged delivery back.
+#[tokio::test]
+async fn a_move_under_a_reader_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    let mut s = Server::with(Config {
+        db: Some(db.clone()),
+        ..Config::default()
+    });
+    let deliver_new = |what: &'static str| {
+        let d = delivery(user_event(
+            "user.created",
+            &user_data(&unique_user_id(), T0, T0),
+        ));
+        (d, what)
+    };
+    let mut acknowledged = Vec::new();
+    for _ in 0..3 {
+        let (d, what) = deliver_new("before the reader");
+        assert_status(&s.deliver(&d).await, 200, what);
+        acknowledged.push(d.id);
+    }
+    let reader = open_db(&db);
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM users;")
+        .unwrap();
+    for _ in 0..3 {
+        let (d, what) = deliver_new("while the reader holds its snapshot");
+        assert_status(&s.deliver(&d).await, 200, what);
+        acknowledged.push(d.id);
+    }
+    let moved = dir.path().join("moved.db");
+    std::fs::rename(&db, &moved).unwrap();
+    let (d, what) = deliver_new("once the file is gone");
+    assert_status(&s.deliver(&d).await, 503, what);
+    assert_eq!(s.stop().code(), Some(0));
+    let logs = s.logs();
+    assert!(
+        logs.contains("only in the write-ahead log") && logs.contains("moved.db"),
+        "the stop does not say where the commits are:\n{logs}"
+    );
+    drop(reader);
+
+    let refused = run_to_end(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            db.to_str().unwrap(),
+        ],
+        &[("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)],
+    );
+    assert!(!refused.status.success(), "started beside an orphaned log");
+    assert!(
+        refused.stderr.contains("mirror.db-wal"),
+        "{}",
+        refused.stderr
+    );
+
+    std::fs::rename(
+        dir.path().join("mirror.db-wal"),
+        dir.path().join("moved.db-wal"),
+    )
+    .unwrap();
+    let kept = open_db(&moved);
+    for id in &acknowledged {
+        assert_eq!(
+            event_count_for(&kept, id),
+            1,
+            "{id} was acknowledged and lost"
+        );
+    }
+}
+
 /// SQLite keeps writing to the file it opened even after its path names
 /// another file or none. Moved away or replaced under a running server, the
 /// database is then out of reach: health and deliveries answer 503 (Svix
