@@ -70,8 +70,11 @@ pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
         out.push_str(&rest[..at + PREFIX.len()]);
         rest = &rest[at + PREFIX.len()..];
         let secret = rest.find(|c: char| !is_base64(c)).unwrap_or(rest.len());
-        out.push_str("...");
-        rest = &rest[secret..];
+        // A bare prefix (`whsec_...` in help text) hides nothing.
+        if secret > 0 {
+            out.push_str("...");
+            rest = &rest[secret..];
+        }
     }
     out.push_str(rest);
     out.into()
@@ -120,7 +123,9 @@ mod tests {
         );
         assert_eq!(
             redact("whsec_a,whsec_b whsec_"),
-            "whsec_...,whsec_... whsec_..."
+            "whsec_...,whsec_... whsec_"
         );
+        // Help text names the form; it stays as written.
+        assert_eq!(redact("One or more `whsec_...` values"), "One or more `whsec_...` values");
     }
 }
