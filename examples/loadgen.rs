@@ -1337,7 +1337,7 @@ fn run_writer(
     let deadline = started + setup.duration;
     let (writer, thread) = {
         let _entered = rt.enter();
-        Writer::spawn(conn, file, metrics.clone())?
+        Writer::spawn(conn, file, metrics.clone(), Duration::from_secs(5))?
     };
     let samples = rt.block_on(async {
         let tasks: Vec<_> = (0..setup.connections)

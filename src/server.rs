@@ -38,7 +38,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot examine {}", args.db.display()))?;
     let readers = db::read_pool(&args.db, busy)?;
     let metrics = Metrics::new(args.db.clone());
-    let (writer, writer_thread) = Writer::spawn(conn, file.clone(), metrics.clone())
+    let (writer, writer_thread) = Writer::spawn(conn, file.clone(), metrics.clone(), busy)
         .context("cannot start the database writer")?;
     let listener = TcpListener::bind(&args.listen)
         .await

@@ -39,6 +39,7 @@ pub enum WriteError {
 
 struct Job {
     delivery: Delivery,
+    queued: Instant,
     /// After this, the job is answered with an error instead of being started,
     /// so a backlog never pushes an answer past Svix's 15 s.
     deadline: Instant,
@@ -53,8 +54,11 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`, the database `file`, counting its
-    /// commits in `metrics`. The thread ends once every handle is dropped and
-    /// the queue is drained; join it to know the last commit is done.
+    /// commits in `metrics`. No delivery waits longer than `lock_wait` for a
+    /// write lock another process holds, counting the time it spent queued
+    /// behind a batch that was waiting for it. The thread ends once every
+    /// handle is dropped and the queue is drained; join it to know the last
+    /// commit is done.
     ///
     /// # Errors
     /// When the thread cannot be spawned.
@@ -62,12 +66,13 @@ impl Writer {
         conn: Connection,
         file: DbFile,
         metrics: Metrics,
+        lock_wait: Duration,
     ) -> std::io::Result<(Self, thread::JoinHandle<()>)> {
         let (queue, rx) = mpsc::channel(QUEUE);
         let checkpointer = conn.path().and_then(|p| Checkpointer::spawn(Path::new(p)));
         let handle = thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || run(conn, &file, rx, checkpointer, &metrics))?;
+            .spawn(move || run(conn, &file, rx, checkpointer, &metrics, lock_wait))?;
         Ok((Self { queue }, handle))
     }
 
@@ -78,9 +83,11 @@ impl Writer {
     /// [`WriteError`] when it was not committed.
     pub async fn apply(&self, delivery: Delivery, budget: Duration) -> Result<Outcome, WriteError> {
         let (reply, answer) = oneshot::channel();
+        let queued = Instant::now();
         let job = Job {
             delivery,
-            deadline: Instant::now() + budget,
+            queued,
+            deadline: queued + budget,
             reply,
         };
         self.queue
@@ -97,6 +104,7 @@ fn run(
     mut rx: mpsc::Receiver<Job>,
     checkpointer: Option<Checkpointer>,
     metrics: &Metrics,
+    lock_wait: Duration,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut file_ok = true;
@@ -108,7 +116,7 @@ fn run(
                 Err(_) => break,
             }
         }
-        let answers = commit_batch(&mut conn, &mut batch);
+        let answers = commit_batch(&mut conn, &mut batch, lock_wait);
         // Checked after the commit, so that no 200 leaves for a batch that
         // went into a file that was removed or replaced meanwhile.
         match file.check() {
@@ -245,9 +253,13 @@ impl Drop for Checkpointer {
 type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
 
 /// Writes `batch` (emptying it) and returns each delivery's answer, unsent.
+/// The batch waits for a lock held elsewhere only as long as its oldest
+/// delivery has left of `lock_wait`: one queued behind a batch that spent
+/// the whole wait and failed has already waited that long.
 fn commit_batch(
     conn: &mut Connection,
     batch: &mut Vec<Job>,
+    lock_wait: Duration,
 ) -> Vec<(Reply, Result<Outcome, WriteError>)> {
     let now = Instant::now();
     let (late, jobs): (Vec<Job>, Vec<Job>) = batch.drain(..).partition(|j| j.deadline < now);
@@ -255,10 +267,14 @@ fn commit_batch(
         .into_iter()
         .map(|job| (job.reply, Err(WriteError::Deadline)))
         .collect();
-    if jobs.is_empty() {
+    let Some(oldest) = jobs.iter().map(|j| j.queued).min() else {
         return answers;
-    }
-    match write_all(conn, &jobs) {
+    };
+    let wait = (oldest + lock_wait).saturating_duration_since(now);
+    let written = conn
+        .busy_timeout(wait)
+        .and_then(|()| write_all(conn, &jobs));
+    match written {
         Ok(results) => answers.extend(jobs.into_iter().map(|job| job.reply).zip(results)),
         Err(e) => {
             tracing::warn!(error = %e, deliveries = jobs.len(), "batch not committed");
@@ -352,11 +368,12 @@ mod tests {
         let body = format!(r#"{{"type":"user.created","data":{{"id":"{user}","updated_at":1}}}}"#);
         let (reply, rx) = oneshot::channel();
         let delivery = event::parse(id.into(), body.as_bytes(), 0).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let queued = Instant::now();
         (
             Job {
                 delivery,
-                deadline,
+                queued,
+                deadline: queued + Duration::from_secs(5),
                 reply,
             },
             rx,
@@ -381,7 +398,7 @@ mod tests {
         let (bad, rbad) = job("m2", "user_bad");
         let (c, rc) = job("m3", "user_c");
         let mut batch = vec![a, bad, c];
-        send_all(commit_batch(&mut conn, &mut batch));
+        send_all(commit_batch(&mut conn, &mut batch, Duration::from_secs(1)));
         assert_eq!(ra.blocking_recv().unwrap(), Ok(Outcome::Applied));
         assert!(matches!(
             rbad.blocking_recv().unwrap(),
@@ -410,7 +427,7 @@ mod tests {
         let (a, ra) = job("m1", "user_a");
         let (b, rb) = job("m2", "user_b");
         let mut batch = vec![a, b];
-        send_all(commit_batch(&mut conn, &mut batch));
+        send_all(commit_batch(&mut conn, &mut batch, Duration::from_secs(1)));
         assert!(matches!(
             ra.blocking_recv().unwrap(),
             Err(WriteError::Database(_))
@@ -431,7 +448,7 @@ mod tests {
         late.deadline = Instant::now() - Duration::from_millis(1);
         let (on_time, ron_time) = job("m2", "user_b");
         let mut batch = vec![late, on_time];
-        send_all(commit_batch(&mut conn, &mut batch));
+        send_all(commit_batch(&mut conn, &mut batch, Duration::from_secs(1)));
         assert_eq!(rlate.blocking_recv().unwrap(), Err(WriteError::Deadline));
         assert_eq!(ron_time.blocking_recv().unwrap(), Ok(Outcome::Applied));
         assert_eq!(events(&conn), 1);

@@ -150,6 +150,56 @@ async fn restart_keeps_rows_and_dedupe() {
     );
 }
 
+/// A delivery that arrives while a batch is already waiting for a lock held
+/// elsewhere waits with it, and then no longer than its own busy timeout:
+/// not a second full timeout after the first batch gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_waits_for_a_lock_no_longer_than_the_busy_timeout() {
+    let busy = Duration::from_millis(2000);
+    let s = Server::with(Config {
+        busy_timeout_ms: Some(busy.as_millis() as u64),
+        ..Config::default()
+    });
+    assert_status(
+        &s.deliver(&delivery(fixture("clerk/user.created.json")))
+            .await,
+        200,
+        "warm-up",
+    );
+    let lock = open_db(&s.db_path);
+    lock.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+
+    let timed = |d: Delivery| {
+        let (addr, path) = (s.addr, s.path.clone());
+        tokio::spawn(async move {
+            let sent = Instant::now();
+            let r = request(addr, "POST", &path, &d.headers(), d.body.clone()).await;
+            (r.status, sent.elapsed())
+        })
+    };
+    let new_user = || {
+        delivery(user_event(
+            "user.created",
+            &user_data(&unique_user_id(), T0, T0),
+        ))
+    };
+    let first = timed(new_user());
+    tokio::time::sleep(busy / 4).await;
+    let second = timed(new_user());
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    lock.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(first.0, 503, "first delivery");
+    assert_eq!(second.0, 503, "second delivery");
+    // Its own budget ends 2 s after it was sent; a second full wait after
+    // the first batch failed would end 3.5 s after.
+    assert!(
+        second.1 < busy + busy / 2,
+        "the second delivery waited {:?} with a {busy:?} busy timeout",
+        second.1
+    );
+}
+
 #[tokio::test]
 async fn locked_database_gives_503_then_the_retry_applies() {
     let s = Server::with(Config {
