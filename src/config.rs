@@ -126,6 +126,9 @@ mod tests {
             "whsec_...,whsec_... whsec_"
         );
         // Help text names the form; it stays as written.
-        assert_eq!(redact("One or more `whsec_...` values"), "One or more `whsec_...` values");
+        assert_eq!(
+            redact("One or more `whsec_...` values"),
+            "One or more `whsec_...` values"
+        );
     }
 }

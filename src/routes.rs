@@ -82,9 +82,21 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
 
 async fn webhook(app: &App, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    let result = tokio::time::timeout(ANSWER_DEADLINE, receive(app, req)).await;
+    // Read first, so that every log line of a delivery names it, the one
+    // for a missed deadline included.
+    let result = match SvixHeaders::from(req.headers()) {
+        Ok(headers) => {
+            let id = headers.id.clone();
+            tokio::time::timeout(ANSWER_DEADLINE, receive(app, headers, req))
+                .await
+                .unwrap_or(Err((
+                    Some(id),
+                    Rejection::Unavailable(WriteError::Deadline),
+                )))
+        }
+        Err(rejection) => Err((None, rejection)),
+    };
     let latency = started.elapsed();
-    let result = result.unwrap_or(Err((None, Rejection::Unavailable(WriteError::Deadline))));
     match result {
         Ok((delivery, outcome)) => {
             tracing::info!(
@@ -107,9 +119,9 @@ async fn webhook(app: &App, req: Request<Incoming>) -> Response<Body> {
         Err((id, rejection)) => {
             let status = rejection.status();
             if status.is_server_error() {
-                tracing::warn!(svix_id = id.as_deref(), outcome = "failed", reason = rejection.reason(), error = %rejection, latency_ms = millis(latency), "delivery");
+                tracing::warn!(svix_id = id.as_deref().map(display), outcome = "failed", reason = rejection.reason(), error = %rejection, latency_ms = millis(latency), "delivery");
             } else {
-                tracing::info!(svix_id = id.as_deref(), outcome = "rejected", reason = rejection.reason(), error = %rejection, latency_ms = millis(latency), "delivery");
+                tracing::info!(svix_id = id.as_deref().map(display), outcome = "rejected", reason = rejection.reason(), error = %rejection, latency_ms = millis(latency), "delivery");
             }
             app.metrics.rejected(rejection.reason(), latency);
             let mut response = error_response(status, &rejection.to_string());
@@ -142,9 +154,8 @@ struct Applied {
 
 type Received = Result<(Applied, Outcome), (Option<String>, Rejection)>;
 
-async fn receive(app: &App, req: Request<Incoming>) -> Received {
+async fn receive(app: &App, headers: SvixHeaders, req: Request<Incoming>) -> Received {
     let (parts, body) = req.into_parts();
-    let headers = SvixHeaders::from(&parts.headers).map_err(|r| (None, r))?;
     let id = || Some(headers.id.clone());
     let expect_continue = parts.headers.get(EXPECT).is_some();
     let declared = content_length(&parts.headers);

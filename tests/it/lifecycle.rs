@@ -232,7 +232,9 @@ async fn locked_database_gives_503_then_the_retry_applies() {
     let logs = s.logs();
     assert!(
         logs.lines()
-            .any(|l| l.contains(&d.id) && l.contains("WARN") && l.contains("outcome=\"failed\"")),
+            .any(|l| l.contains(&format!("svix_id={} ", d.id))
+                && l.contains("WARN")
+                && l.contains("outcome=\"failed\"")),
         "the 503 is logged as a failed delivery at warn: {logs}"
     );
 

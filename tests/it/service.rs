@@ -243,6 +243,7 @@ async fn json_logs_one_line_per_delivery_without_personal_data() {
     assert_eq!(deliveries[0]["fields"]["svix_id"], created.id.as_str());
     assert_eq!(deliveries[0]["fields"]["type"], "user.created");
     assert_eq!(deliveries[2]["fields"]["reason"], "bad_signature");
+    assert_eq!(deliveries[2]["fields"]["svix_id"], bad.id.as_str());
     assert!(deliveries
         .iter()
         .all(|l| l["fields"]["latency_ms"].is_number()));

@@ -687,7 +687,10 @@ fn help_never_shows_the_secret() {
         let all = format!("{}{}", f.stdout, f.stderr);
         assert!(!all.is_empty(), "{args:?} printed nothing");
         assert!(!all.contains(b64), "{args:?} shows the secret:\n{all}");
-        assert!(!all.contains("whsec_...."), "{args:?} mangles the help:\n{all}");
+        assert!(
+            !all.contains("whsec_...."),
+            "{args:?} mangles the help:\n{all}"
+        );
     }
     // Nor does the error for a secret typed where it does not belong.
     for args in [
