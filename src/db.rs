@@ -598,6 +598,18 @@ mod tests {
     }
 
     #[test]
+    fn the_refused_json_depth_is_where_sqlite_stops_reading() {
+        let conn = memory();
+        let valid = |depth: usize| -> bool {
+            let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            conn.query_row("SELECT json_valid(?1)", [text], |r| r.get(0))
+                .unwrap()
+        };
+        assert!(valid(event::JSON_DEPTH));
+        assert!(!valid(event::JSON_DEPTH + 1));
+    }
+
+    #[test]
     fn a_log_with_commits_beside_no_database_is_not_thrown_away() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gone.db");

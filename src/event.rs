@@ -72,7 +72,16 @@ pub enum EventError {
     /// SQLite's `->>` the first), so the mirror takes neither.
     #[error("body is not a Clerk event: `data.{0}` appears more than once")]
     RepeatedField(&'static str),
+    #[error(
+        "`data` is nested deeper than the {JSON_DEPTH} levels SQLite's JSON functions read, \
+         so it could not be queried once stored"
+    )]
+    TooDeep,
 }
+
+/// SQLite's `JSON_MAX_DEPTH` (2000 before 3.45): a stored user object any
+/// deeper would make every `->>` query over the table fail.
+pub const JSON_DEPTH: usize = 1000;
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -337,6 +346,9 @@ fn build(id: String, event: Event<'_>, now_ms: i64) -> Result<Delivery, EventErr
         "user.created" | "user.updated" | "user.deleted" if object_id.is_none() => {
             return Err(EventError::NoId(event_type));
         }
+        "user.created" | "user.updated" if nested_deeper_than(event.raw_data, JSON_DEPTH) => {
+            return Err(EventError::TooDeep);
+        }
         "user.created" | "user.updated" => Change::Upsert(User {
             email: primary_email(&data),
             first_name: text(data.first_name),
@@ -425,13 +437,51 @@ fn int(raw: Option<&RawValue>) -> Option<i64> {
     (f.abs() < EXACT).then(|| f.trunc() as i64)
 }
 
+/// Whether the JSON `text` holds arrays and objects nested more than
+/// `limit` deep.
+fn nested_deeper_than(text: &str, limit: usize) -> bool {
+    let bytes = text.as_bytes();
+    // Fewer openings than the limit cannot nest past it: the usual answer,
+    // from one quick count instead of a walk through the strings.
+    if bytes.iter().filter(|&&b| b == b'{' || b == b'[').count() <= limit {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// The address whose `id` is `primary_email_address_id`. Not the first entry:
-/// Clerk does not promise the primary comes first.
+/// Clerk does not promise the primary comes first. An entry that is not an
+/// address object (or repeats a key) is passed over, not taken as a reason
+/// to forget the primary address.
 fn primary_email(data: &Fields<'_>) -> Option<String> {
     let primary = text(data.primary_email_address_id)?;
-    let entries: Vec<EmailAddress<'_>> = serde_json::from_str(data.email_addresses?.get()).ok()?;
+    let entries: Vec<&RawValue> = serde_json::from_str(data.email_addresses?.get()).ok()?;
     entries
         .into_iter()
+        .filter_map(|entry| serde_json::from_str::<EmailAddress<'_>>(entry.get()).ok())
         .find(|e| text(e.id).as_deref() == Some(primary.as_str()))
         .and_then(|e| text(e.email_address))
 }
@@ -511,6 +561,62 @@ mod tests {
             parse_str(r#"{"type":"user.created","data":["user_1"]}"#),
             Err(EventError::NoData)
         );
+    }
+
+    #[test]
+    fn odd_entries_in_email_addresses_do_not_hide_the_primary() {
+        let primary = r#"{"id":"idn_p","email_address":"ok@x.test"}"#;
+        for odd in [
+            "null",
+            r#""x""#,
+            "5",
+            "[]",
+            r#"{"id":"idn_q","email_address":"q@x.test","email_address":"q2@x.test"}"#,
+        ] {
+            for list in [format!("[{primary},{odd}]"), format!("[{odd},{primary}]")] {
+                let body = format!(
+                    r#"{{"type":"user.updated","timestamp":1,"data":{{"id":"user_1","updated_at":2,
+                    "primary_email_address_id":"idn_p","email_addresses":{list}}}}}"#
+                );
+                let Change::Upsert(user) = parse_str(&body).unwrap().change else {
+                    panic!()
+                };
+                assert_eq!(user.email.as_deref(), Some("ok@x.test"), "{list}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_user_object_nested_past_what_sqlite_reads_is_refused() {
+        let nested = |depth: usize| {
+            format!(
+                r#"{{"id":"user_1","updated_at":2,"m":{}1{}}}"#,
+                "[".repeat(depth - 1),
+                "]".repeat(depth - 1)
+            )
+        };
+        let event = |kind: &str, data: &str| {
+            parse_str(&format!(
+                r#"{{"type":"{kind}","timestamp":1,"data":{data}}}"#
+            ))
+        };
+        assert!(event("user.created", &nested(JSON_DEPTH)).is_ok());
+        assert_eq!(
+            event("user.created", &nested(JSON_DEPTH + 1)),
+            Err(EventError::TooDeep)
+        );
+        assert_eq!(
+            event("user.updated", &nested(JSON_DEPTH + 1)),
+            Err(EventError::TooDeep)
+        );
+        // Only stored objects matter; brackets inside strings do not nest.
+        assert!(event("session.created", &nested(JSON_DEPTH + 1)).is_ok());
+        let in_strings = format!(
+            r#"{{"id":"user_1","updated_at":2,"m":"{}","n":"\"{}"}}"#,
+            "[".repeat(2 * JSON_DEPTH),
+            "{".repeat(2 * JSON_DEPTH)
+        );
+        assert!(event("user.updated", &in_strings).is_ok());
     }
 
     #[test]
