@@ -42,6 +42,19 @@ impl Rejection {
         }
     }
 
+    /// Whether the answer may leave part of the request body unread (it is
+    /// refused before or while being read), so the connection must close.
+    pub fn before_body(&self) -> bool {
+        matches!(
+            self,
+            Rejection::MissingHeader(_)
+                | Rejection::MalformedHeader(_)
+                | Rejection::TooLarge(_)
+                | Rejection::BodyTimeout
+                | Rejection::BodyRead
+        )
+    }
+
     /// A short label for logs and metrics.
     pub fn reason(&self) -> &'static str {
         match self {

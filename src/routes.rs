@@ -94,7 +94,15 @@ async fn webhook(app: &App, req: Request<Incoming>) -> Response<Body> {
                     Rejection::Unavailable(WriteError::Deadline),
                 )))
         }
-        Err(rejection) => Err((None, rejection)),
+        Err(rejection) => {
+            // The body is not wanted. Read it away (bounded) so that a client
+            // that sends it whole before reading still gets this answer;
+            // with `Expect: 100-continue` it is never sent at all.
+            if req.headers().get(EXPECT).is_none() {
+                drain(req.into_body()).await;
+            }
+            Err((None, rejection))
+        }
     };
     let latency = started.elapsed();
     match result {
@@ -125,8 +133,9 @@ async fn webhook(app: &App, req: Request<Incoming>) -> Response<Body> {
             }
             app.metrics.rejected(rejection.reason(), latency);
             let mut response = error_response(status, &rejection.to_string());
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                // The rest of the body may still be on its way; do not reuse the connection.
+            if rejection.before_body() {
+                // The rest of the body may still be on its way: say that the
+                // connection ends here, so no client tries to reuse it.
                 response
                     .headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));

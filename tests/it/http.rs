@@ -718,6 +718,79 @@ async fn signature_entries_over_several_header_lines() {
     r.assert_json_reason();
 }
 
+/// Refused before its body was read, a request is answered after the body
+/// is read away (so a client that sends it whole first still gets the
+/// answer), and the answer says the connection closes.
+#[tokio::test]
+async fn refused_before_the_body_the_connection_is_closed_openly() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = Server::start();
+    let body = created_body();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        s.path,
+        body.len()
+    );
+    let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(&body).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        c.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server closes after answering")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 400"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    assert!(answer.contains("\"ok\":false"), "{answer}");
+}
+
+/// A client that pipelines requests and never reads the answers: once the
+/// socket buffers are full the server cannot write, and after 10 s without
+/// progress it drops the connection instead of holding it (and a file and
+/// megabytes of buffer) forever. Reading afterwards gets the answers that
+/// were buffered, then the end, far short of one per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_off() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const REQUESTS: usize = 60_000;
+    let s = Server::start();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(s.addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    // A path with a cheap answer (404): the server fills the socket buffers
+    // and stalls well before the client looks again.
+    let pipelined = b"GET /nothing-here HTTP/1.1\r\nhost: x\r\n\r\n".repeat(REQUESTS);
+    // The server stops reading once it cannot write, so this never finishes
+    // on its own; it is abandoned with the connection.
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&pipelined).await;
+        wr
+    });
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    // Meanwhile everyone else is served.
+    assert_status(&s.get("/healthz").await, 200, "another client");
+    let mut answers = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut answers)).await;
+    writer.abort();
+    assert!(read.is_ok(), "the connection was still open after 34 s");
+    let answered = answers.windows(12).filter(|w| w == b"HTTP/1.1 404").count();
+    assert!(
+        answered < REQUESTS,
+        "all {REQUESTS} pipelined requests were answered: the stalled connection was kept"
+    );
+    assert_status(
+        &s.deliver(&delivery(created_body())).await,
+        200,
+        "a delivery after",
+    );
+}
+
 /// Changes one byte, cuts the value short, or adds a byte (printable ASCII).
 fn damage(v: &mut Vec<u8>, rng: &mut Rng) {
     let byte = 0x20 + rng.below(0x5f) as u8;
