@@ -43,16 +43,18 @@ pub fn load_secrets(file: Option<&Path>) -> anyhow::Result<Secrets> {
 }
 
 /// How errors name a secret file. A secret pasted where its path belongs
-/// (an easy slip in a unit file) must not reach the journal through them.
+/// (an easy slip in a unit file) must not reach the journal through them:
+/// a value that names no file, has no `/` and reads as secrets is one.
 fn secret_file(path: &Path) -> String {
     let shown = path.to_string_lossy();
-    let redacted = redact(&shown);
-    if redacted == shown {
-        format!("secret file {shown}")
-    } else {
+    let pasted = !shown.contains('/') && !path.exists() && Secrets::parse(&shown).is_ok();
+    if pasted {
         format!(
-            "secret file {redacted} (a whsec_ secret itself, not the path of a file holding one)"
+            "secret file {} (a secret itself, not the path of a file holding one)",
+            redact(&shown)
         )
+    } else {
+        format!("secret file {shown}")
     }
 }
 
@@ -106,12 +108,19 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.contains("secret file whsec_... (a whsec_ secret itself"),
+            message.contains("secret file whsec_... (a secret itself"),
             "{message}"
         );
-        // An ordinary path is named, so the user knows which file.
-        let e = load_secrets(Some(Path::new("/nonexistent/clerk-secret"))).unwrap_err();
-        assert!(format!("{e:#}").contains("/nonexistent/clerk-secret"));
+        // An ordinary path is named, so the user knows which file, also
+        // when its name happens to hold `whsec_`.
+        for path in ["/nonexistent/clerk-secret", "/etc/clerk-sync/whsec_prod"] {
+            let e = load_secrets(Some(Path::new(path))).unwrap_err();
+            let message = format!("{e:#}");
+            assert!(
+                message.contains(&format!("secret file {path}:")),
+                "{message}"
+            );
+        }
     }
 
     #[test]

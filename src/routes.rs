@@ -94,14 +94,14 @@ async fn webhook(app: &App, req: Request<Incoming>) -> Response<Body> {
                     Rejection::Unavailable(WriteError::Deadline),
                 )))
         }
-        Err(rejection) => {
+        Err(refused) => {
             // The body is not wanted. Read it away (bounded) so that a client
             // that sends it whole before reading still gets this answer;
             // with `Expect: 100-continue` it is never sent at all.
             if req.headers().get(EXPECT).is_none() {
                 drain(req.into_body()).await;
             }
-            Err((None, rejection))
+            Err(refused)
         }
     };
     let latency = started.elapsed();
@@ -220,23 +220,31 @@ struct SvixHeaders {
 }
 
 impl SvixHeaders {
-    fn from(headers: &HeaderMap) -> Result<Self, Rejection> {
-        let id = header(headers, "svix-id", "webhook-id")?;
+    /// The headers, or why not, with the id when that much was well-formed
+    /// (so the log line of the refusal can name the delivery).
+    fn from(headers: &HeaderMap) -> Result<Self, (Option<String>, Rejection)> {
+        let id = header(headers, "svix-id", "webhook-id").map_err(|r| (None, r))?;
         if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Rejection::MalformedHeader("svix-id"));
+            return Err((None, Rejection::MalformedHeader("svix-id")));
         }
-        let timestamp =
-            signature::parse_timestamp(header(headers, "svix-timestamp", "webhook-timestamp")?)
-                .ok_or(Rejection::MalformedHeader("svix-timestamp"))?;
-        let signature = signatures(headers)?;
-        if signature.trim().is_empty() {
-            return Err(Rejection::MalformedHeader("svix-signature"));
+        let rest = || -> Result<(i64, String), Rejection> {
+            let timestamp =
+                signature::parse_timestamp(header(headers, "svix-timestamp", "webhook-timestamp")?)
+                    .ok_or(Rejection::MalformedHeader("svix-timestamp"))?;
+            let signature = signatures(headers)?;
+            if signature.trim().is_empty() {
+                return Err(Rejection::MalformedHeader("svix-signature"));
+            }
+            Ok((timestamp, signature))
+        };
+        match rest() {
+            Ok((timestamp, signature)) => Ok(Self {
+                id: id.to_owned(),
+                timestamp,
+                signature,
+            }),
+            Err(rejection) => Err((Some(id.to_owned()), rejection)),
         }
-        Ok(Self {
-            id: id.to_owned(),
-            timestamp,
-            signature,
-        })
     }
 }
 

@@ -223,6 +223,9 @@ async fn json_logs_one_line_per_delivery_without_personal_data() {
     let mut bad = delivery(user_event("user.updated", &data));
     bad.sig = sign(OTHER_SECRET, &bad.id, &bad.ts, &bad.body);
     assert_status(&s.deliver(&bad).await, 401, "bad signature");
+    let mut bad_time = delivery(user_event("user.updated", &data));
+    bad_time.ts = "12x".into();
+    assert_status(&s.deliver(&bad_time).await, 400, "malformed timestamp");
     assert!(s.stop().success());
 
     let logs = s.logs();
@@ -239,11 +242,18 @@ async fn json_logs_one_line_per_delivery_without_personal_data() {
         .iter()
         .map(|l| l["fields"]["outcome"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(outcomes, ["applied", "duplicate", "rejected"], "{logs}");
+    assert_eq!(
+        outcomes,
+        ["applied", "duplicate", "rejected", "rejected"],
+        "{logs}"
+    );
     assert_eq!(deliveries[0]["fields"]["svix_id"], created.id.as_str());
     assert_eq!(deliveries[0]["fields"]["type"], "user.created");
     assert_eq!(deliveries[2]["fields"]["reason"], "bad_signature");
     assert_eq!(deliveries[2]["fields"]["svix_id"], bad.id.as_str());
+    // A well-formed id is named even when another header is not.
+    assert_eq!(deliveries[3]["fields"]["reason"], "malformed_headers");
+    assert_eq!(deliveries[3]["fields"]["svix_id"], bad_time.id.as_str());
     assert!(deliveries
         .iter()
         .all(|l| l["fields"]["latency_ms"].is_number()));
