@@ -156,20 +156,7 @@ async fn restart_keeps_rows_and_dedupe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_waits_for_a_lock_no_longer_than_the_busy_timeout() {
     let busy = Duration::from_millis(2000);
-    let s = Server::with(Config {
-        busy_timeout_ms: Some(busy.as_millis() as u64),
-        ..Config::default()
-    });
-    assert_status(
-        &s.deliver(&delivery(fixture("clerk/user.created.json")))
-            .await,
-        200,
-        "warm-up",
-    );
-    let lock = open_db(&s.db_path);
-    lock.execute_batch("BEGIN IMMEDIATE")
-        .expect("take the write lock");
-
+    let (s, lock) = locked_server(busy).await;
     let timed = |d: Delivery| {
         let (addr, path) = (s.addr, s.path.clone());
         tokio::spawn(async move {
@@ -200,23 +187,28 @@ async fn a_delivery_waits_for_a_lock_no_longer_than_the_busy_timeout() {
     );
 }
 
-#[tokio::test]
-async fn locked_database_gives_503_then_the_retry_applies() {
+/// A server with `busy` as its busy timeout that has written once (so the
+/// schema exists), and another connection holding the write lock.
+async fn locked_server(busy: Duration) -> (Server, rusqlite::Connection) {
     let s = Server::with(Config {
-        busy_timeout_ms: Some(1000),
+        busy_timeout_ms: Some(busy.as_millis() as u64),
         ..Config::default()
     });
-    // Make sure the schema exists and the server has written once.
     assert_status(
         &s.deliver(&delivery(fixture("clerk/user.created.json")))
             .await,
         200,
         "warm-up",
     );
-
     let lock = open_db(&s.db_path);
     lock.execute_batch("BEGIN IMMEDIATE")
         .expect("take the write lock");
+    (s, lock)
+}
+
+#[tokio::test]
+async fn locked_database_gives_503_then_the_retry_applies() {
+    let (s, lock) = locked_server(Duration::from_millis(1000)).await;
 
     let uid = unique_user_id();
     let d = delivery(user_event("user.created", &user_data(&uid, T0, T0)));
