@@ -62,6 +62,10 @@ pub struct User {
 pub enum EventError {
     #[error("body is not valid JSON")]
     NotJson,
+    #[error("body is not a Clerk event: it is JSON, but not an object")]
+    NotAnObject,
+    #[error("body is not a Clerk event: `{0}` appears more than once")]
+    RepeatedKey(String),
     #[error("body is not a Clerk event: `type` is missing or not a string")]
     NoType,
     #[error("body is not a Clerk event: `data` is missing or not an object")]
@@ -145,7 +149,23 @@ struct Event<'a> {
 /// The reference reading: the envelope with `data` kept as raw text, then
 /// `data` read again for its fields. Decides every error.
 fn two_passes(body: &str) -> Result<Event<'_>, EventError> {
-    let envelope: Envelope<'_> = serde_json::from_str(body).map_err(|_| EventError::NotJson)?;
+    let envelope: Envelope<'_> = serde_json::from_str(body).map_err(|e| {
+        if !e.is_data() {
+            EventError::NotJson
+        } else if !body.trim_start().starts_with('{') {
+            EventError::NotAnObject
+        } else {
+            // Valid JSON and an object: the one shape error left is a key
+            // given twice, which serde names between backquotes.
+            let key = e
+                .to_string()
+                .split('`')
+                .nth(1)
+                .unwrap_or("a key")
+                .to_owned();
+            EventError::RepeatedKey(key)
+        }
+    })?;
     // The type is checked before `data`, so that is the error a body lacking
     // both gets.
     text(envelope.event_type)
@@ -702,7 +722,21 @@ mod tests {
     #[test]
     fn malformed_events_are_refused_with_a_reason() {
         assert_eq!(parse_str("not json"), Err(EventError::NotJson));
-        assert_eq!(parse_str("[1,2]"), Err(EventError::NotJson));
+        for other_json in ["[1,2]", "[]", r#""text""#, "7", "null"] {
+            assert_eq!(
+                parse_str(other_json),
+                Err(EventError::NotAnObject),
+                "{other_json}"
+            );
+        }
+        assert_eq!(
+            parse_str(r#"{"type":"user.created","type":"x","data":{"id":"u"}}"#),
+            Err(EventError::RepeatedKey("type".into()))
+        );
+        assert_eq!(
+            parse_str(r#"{"type":"user.created","data":{"id":"u"},"data":{"id":"v"}}"#),
+            Err(EventError::RepeatedKey("data".into()))
+        );
         assert_eq!(parse_str(r#"{"data":{}}"#), Err(EventError::NoType));
         assert_eq!(
             parse_str(r#"{"type":7,"data":{}}"#),
