@@ -153,22 +153,25 @@ fn run(
         // Except when the path now names another file: the WAL beside it is
         // still this file's, and whatever opens the path next would replay
         // these frames into the newcomer. Copy them home and empty the WAL.
-        empty_wal_of_moved(&conn, file);
+        empty_wal_of_moved(&conn, file, lock_wait);
     }
 }
 
 /// Copies every committed frame into the database file this process has
-/// open (wherever it now is) and empties the log. SQLite waits up to the
-/// busy timeout for other connections' read transactions; frames newer than
-/// one still open cannot be copied, and are then only in the log at the old
-/// path, which is what the error says, with how to keep them.
-fn empty_wal_of_moved(conn: &Connection, file: &DbFile) {
-    let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
+/// open (wherever it now is) and empties the log. SQLite waits up to
+/// `lock_wait` for other connections' read transactions (the last batch
+/// left whatever its oldest delivery had as the busy timeout); frames newer
+/// than one still open cannot be copied, and are then only in the log at
+/// the old path, which is what the error says, with how to keep them.
+fn empty_wal_of_moved(conn: &Connection, file: &DbFile, lock_wait: Duration) {
+    let checkpoint = conn.busy_timeout(lock_wait).and_then(|()| {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
     });
     match checkpoint {
         Ok((0, _, _)) => {}
