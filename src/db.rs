@@ -125,6 +125,11 @@ pub fn read_pool(path: &Path, busy_timeout: Duration) -> anyhow::Result<ReadPool
         .context("cannot open read connections")
 }
 
+/// The size of the file at `path`; 0 when there is none.
+pub fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
 /// The write-ahead log beside the database at `path`.
 pub fn wal_path(path: &Path) -> PathBuf {
     let mut wal = path.as_os_str().to_owned();
@@ -139,9 +144,8 @@ pub fn wal_path(path: &Path) -> PathBuf {
 fn refuse_orphaned_wal(path: &Path) -> anyhow::Result<()> {
     // The log's own header is 32 bytes; frames come after it.
     const WAL_HEADER: u64 = 32;
-    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
     let wal = wal_path(path);
-    if size(path) == 0 && size(&wal) > WAL_HEADER {
+    if file_len(path) == 0 && file_len(&wal) > WAL_HEADER {
         bail!(
             "{} holds committed changes of a database that is no longer at {}: move it beside \
              that database, named as its path plus -wal, and open that database to keep them; \

@@ -230,6 +230,5 @@ impl Inner {
 
 /// The main file plus its WAL: what the database costs on disk.
 fn file_bytes(path: &std::path::Path) -> i64 {
-    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    i64::try_from(size(path) + size(&db::wal_path(path))).unwrap_or(i64::MAX)
+    i64::try_from(db::file_len(path) + db::file_len(&db::wal_path(path))).unwrap_or(i64::MAX)
 }

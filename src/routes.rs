@@ -347,16 +347,25 @@ async fn health(app: &App) -> Response<Body> {
     }
 }
 
-/// [`db::recorded_type`] off the async workers, bounded in time; `None`
-/// also when the database does not answer.
+/// A database read run off the async workers, given 3 s to answer.
+async fn read_db<T: Send + 'static>(
+    read: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(Duration::from_secs(3), tokio::task::spawn_blocking(read)).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) | Err(_) => anyhow::bail!("the database did not answer in time"),
+    }
+}
+
+/// [`db::recorded_type`] off the async workers; `None` also when the
+/// database does not answer.
 async fn already_recorded(app: &App, id: &str) -> Option<String> {
     let readers = app.readers.clone();
     let id = id.to_owned();
-    let lookup = tokio::task::spawn_blocking(move || db::recorded_type(&readers, &id));
-    match tokio::time::timeout(Duration::from_secs(3), lookup).await {
-        Ok(Ok(Ok(found))) => found,
-        _ => None,
-    }
+    read_db(move || db::recorded_type(&readers, &id))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// [`db::check_health`] off the async workers, bounded in time.
@@ -366,11 +375,7 @@ async fn already_recorded(app: &App, id: &str) -> Option<String> {
 pub async fn check_health(app: &App) -> anyhow::Result<()> {
     let readers = app.readers.clone();
     let file = app.file.clone();
-    let check = tokio::task::spawn_blocking(move || db::check_health(&readers, &file));
-    match tokio::time::timeout(Duration::from_secs(3), check).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) | Err(_) => anyhow::bail!("the database did not answer in time"),
-    }
+    read_db(move || db::check_health(&readers, &file)).await
 }
 
 /// Milliseconds with microsecond precision: enough for a log line.
