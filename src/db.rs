@@ -285,7 +285,9 @@ const RECORD: &str = "INSERT INTO webhook_events
 
 /// The upsert of a user, with `$set` first in its `DO UPDATE SET` and
 /// `$also` added to its guard. The guard: never go back in time, and a
-/// tombstone yields only to a strictly newer version of the user.
+/// tombstone yields only to a version strictly newer than both the delete
+/// and the last version seen (a delete dated in whole seconds can be older
+/// than that version, and what is older than the row changes nothing).
 macro_rules! upsert {
     ($set:literal, $also:literal) => {
         concat!(
@@ -302,7 +304,9 @@ macro_rules! upsert {
                 deleted_at = NULL, data = excluded.data
              WHERE (CASE WHEN users.deleted_at IS NULL
                         THEN users.updated_at IS NULL OR excluded.updated_at >= users.updated_at
-                        ELSE excluded.updated_at > users.deleted_at END)",
+                        ELSE excluded.updated_at > users.deleted_at
+                             AND (users.updated_at IS NULL OR excluded.updated_at > users.updated_at)
+                        END)",
             $also
         )
     };

@@ -486,6 +486,31 @@ async fn delete_older_than_last_update_still_makes_a_tombstone() {
     assert_eq!(row.email, None);
     assert_eq!(row.data, None);
     assert_eq!(row.updated_at, Some(T0 + 10_000), "updated_at stays");
+
+    // A late version newer than the delete but older than the row's last
+    // version is still older than the row: it changes nothing, and in
+    // particular does not bring the user back with older data.
+    let mut late = user_data(&uid, T0, T0 + 7_000);
+    late["first_name"] = json!("Older");
+    let d = ok(&s, user_event("user.updated", &late), "late update").await;
+    let outcome: String = s
+        .db()
+        .query_row(
+            "SELECT outcome FROM webhook_events WHERE id = ?1",
+            [&d.id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(outcome, "stale");
+    let row = user_row(&s.db(), &uid).unwrap();
+    assert_eq!(row.deleted_at, Some(T0 + 5_000), "the user stays deleted");
+    assert_eq!(row.first_name, None);
+    assert_eq!(row.data, None);
+    assert_eq!(
+        row.updated_at,
+        Some(T0 + 10_000),
+        "updated_at never goes back"
+    );
 }
 
 /// Below 10^12 the envelope timestamp is seconds; from 10^12 it is ms.
