@@ -27,6 +27,8 @@ pub enum Rejection {
     Event(#[from] EventError),
     #[error("database unavailable, retry later")]
     Unavailable(#[from] WriteError),
+    #[error("too many request bodies in memory at once, retry later")]
+    Busy,
 }
 
 impl Rejection {
@@ -38,7 +40,7 @@ impl Rejection {
             Rejection::BodyRead => StatusCode::BAD_REQUEST,
             Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
             Rejection::Event(_) => StatusCode::BAD_REQUEST,
-            Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Unavailable(_) | Rejection::Busy => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -52,6 +54,7 @@ impl Rejection {
                 | Rejection::TooLarge(_)
                 | Rejection::BodyTimeout
                 | Rejection::BodyRead
+                | Rejection::Busy
         )
     }
 
@@ -66,6 +69,7 @@ impl Rejection {
             Rejection::Signature(VerifyError::TooNew(_)) => "too_new",
             Rejection::Event(_) => "not_an_event",
             Rejection::Unavailable(_) => "database",
+            Rejection::Busy => "busy",
         }
     }
 }

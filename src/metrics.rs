@@ -78,7 +78,7 @@ impl Metrics {
         let rejections = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "rejections",
-            "Deliveries refused, by reason (malformed_headers, too_large, bad_signature, too_old, too_new, not_an_event, database, body_read)",
+            "Deliveries refused, by reason (malformed_headers, too_large, bad_signature, too_old, too_new, not_an_event, database, body_read, busy)",
             rejections.clone(),
         );
         let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));

@@ -52,5 +52,7 @@ pub fn watchdog_interval() -> Option<Duration> {
         }
     }
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    (usec > 0).then(|| Duration::from_micros(usec / 2))
+    // Never zero, which no timer takes: a setting of a few microseconds
+    // still gets pings, as often as a health check per ping makes sense.
+    (usec > 0).then(|| Duration::from_micros(usec / 2).max(Duration::from_millis(1)))
 }

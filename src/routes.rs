@@ -15,6 +15,7 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::db::{self, DbFile, Outcome, ReadPool};
 use crate::error::Rejection;
@@ -40,6 +41,20 @@ const ANSWER_DEADLINE: Duration = Duration::from_secs(14);
 /// The longest `svix-id` accepted. Svix's are about 31 characters.
 const MAX_ID_LEN: usize = 256;
 
+/// Request bodies held in memory at once, all requests together (or one
+/// `--max-body`, if that is more). Every body is read whole before its
+/// signature can be checked, so without a ceiling a crowd of large, slow or
+/// forged bodies could take all the memory there is; ordinary deliveries
+/// (a few KB) fit thousands at a time.
+const BODY_BUDGET: u64 = 64 * 1024 * 1024;
+
+/// How long a body waits for room in the budget before it is turned away.
+const BUDGET_WAIT: Duration = Duration::from_secs(5);
+
+/// The most of a body set aside before any of it arrives: beyond this the
+/// buffer grows with what is actually received, whatever was declared.
+const FIRST_BUFFER: u64 = 1024 * 1024;
+
 pub type Body = Full<Bytes>;
 
 /// What every request handler shares.
@@ -53,6 +68,39 @@ pub struct App {
     /// The database file the writer has open.
     pub file: DbFile,
     pub metrics: Metrics,
+    pub bodies: BodyBudget,
+}
+
+/// The room left in [`BODY_BUDGET`], counted in KiB.
+pub struct BodyBudget {
+    room: Arc<Semaphore>,
+    total_kib: u32,
+}
+
+impl BodyBudget {
+    pub fn new(max_body: u64) -> Self {
+        let total_kib = kib(BODY_BUDGET.max(max_body))
+            .min(u32::try_from(Semaphore::MAX_PERMITS).unwrap_or(u32::MAX));
+        Self {
+            room: Arc::new(Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    /// Room for a body of up to `bytes`, held until the permit is dropped.
+    /// A body larger than the whole budget waits for all of it.
+    async fn reserve(&self, bytes: u64) -> Result<OwnedSemaphorePermit, Rejection> {
+        let wanted = kib(bytes).min(self.total_kib);
+        match tokio::time::timeout(BUDGET_WAIT, self.room.clone().acquire_many_owned(wanted)).await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Rejection::Busy),
+        }
+    }
+}
+
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
 
 /// Routes one request. Never fails: every problem is an HTTP answer.
@@ -168,7 +216,7 @@ async fn receive(app: &App, headers: SvixHeaders, req: Request<Incoming>) -> Rec
     let id = || Some(headers.id.clone());
     let expect_continue = parts.headers.get(EXPECT).is_some();
     let declared = content_length(&parts.headers);
-    let bytes = read_body(body, app.max_body, declared, expect_continue)
+    let (bytes, _room) = read_body(body, app, declared, expect_continue)
         .await
         .map_err(|r| (id(), r))?;
     let now_ms = db::now_ms();
@@ -285,14 +333,16 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// Reads the body, refusing it as soon as it passes `max`. A body declared
-/// too large is refused before any of it is read.
+/// Reads the body, refusing it as soon as it passes `--max-body`. A body
+/// declared too large is refused before any of it is read. The room it takes
+/// in the budget stays reserved while the second value lives.
 async fn read_body(
-    mut body: Incoming,
-    max: u64,
+    body: Incoming,
+    app: &App,
     declared: Option<u64>,
     expect_continue: bool,
-) -> Result<Vec<u8>, Rejection> {
+) -> Result<(Vec<u8>, OwnedSemaphorePermit), Rejection> {
+    let max = app.max_body;
     if declared.is_some_and(|n| n > max) {
         // With `Expect: 100-continue` the client waits for a go-ahead, so
         // answering now spares it sending the body at all.
@@ -301,24 +351,38 @@ async fn read_body(
         }
         return Err(Rejection::TooLarge(max));
     }
-    let capacity = usize::try_from(declared.unwrap_or(0).min(max)).unwrap_or(0);
-    let read = async {
+    let room = app.bodies.reserve(declared.unwrap_or(max)).await?;
+    let capacity = usize::try_from(declared.unwrap_or(0).min(FIRST_BUFFER)).unwrap_or(0);
+    enum Read {
+        Whole(Vec<u8>),
+        TooLarge(Incoming),
+    }
+    let read = async move {
+        let mut body = body;
         let mut buf = Vec::with_capacity(capacity);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| Rejection::BodyRead)?;
             if let Ok(data) = frame.into_data() {
                 if (buf.len() + data.len()) as u64 > max {
-                    drain(body).await;
-                    return Err(Rejection::TooLarge(max));
+                    return Ok(Read::TooLarge(body));
                 }
                 buf.extend_from_slice(&data);
             }
         }
-        Ok(buf)
+        Ok(Read::Whole(buf))
     };
-    tokio::time::timeout(BODY_TIMEOUT, read)
-        .await
-        .unwrap_or(Err(Rejection::BodyTimeout))
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(Read::Whole(buf))) => Ok((buf, room)),
+        // Too large is the answer however long the rest takes to read away:
+        // the discarding has its own bounds, outside the time to send a body.
+        Ok(Ok(Read::TooLarge(rest))) => {
+            drop(room);
+            drain(rest).await;
+            Err(Rejection::TooLarge(max))
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Rejection::BodyTimeout),
+    }
 }
 
 /// Reads and discards what is left of a body, within bounds of size and time.
@@ -373,6 +437,9 @@ async fn already_recorded(app: &App, id: &str) -> Option<String> {
 /// # Errors
 /// Why the database is not healthy.
 pub async fn check_health(app: &App) -> anyhow::Result<()> {
+    // Reads alone would still succeed with no one left to write: every
+    // delivery would then fail while the process looked healthy.
+    anyhow::ensure!(app.writer.is_running(), "the database writer has stopped");
     let readers = app.readers.clone();
     let file = app.file.clone();
     read_db(move || db::check_health(&readers, &file)).await

@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::time::Sleep;
 
 use crate::cli::ServeArgs;
@@ -34,6 +35,15 @@ const WRITE_STALL: Duration = Duration::from_secs(10);
 /// In-flight deliveries get this long to finish after a stop signal; under
 /// systemd's default stop timeout.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Connections served at once. Each costs a task, buffers and a file
+/// descriptor; Svix opens a handful, a proxy in front a few dozen.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// hyper's read buffer per connection, and so the most a request's headers
+/// may take (larger ones are refused with 431). hyper's default, ~400 KB,
+/// times every connection is more memory than a webhook receiver needs.
+const MAX_BUFFER: usize = 64 * 1024;
 
 /// Runs the receiver until SIGTERM or SIGINT.
 ///
@@ -63,6 +73,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         readers,
         file,
         metrics,
+        bodies: routes::BodyBudget::new(args.max_body),
     });
     tracing::info!(
         db = %args.db.display(),
@@ -102,9 +113,20 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_BUFFER)
         .keep_alive(true);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
+        // A free slot first: at the limit, new connections wait in the
+        // listen queue until one closes (idle ones close within 10 s).
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _peer) = match accepted {
@@ -125,6 +147,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
             () = &mut shutdown => break,

@@ -76,6 +76,11 @@ impl Writer {
         Ok((Self { queue }, handle))
     }
 
+    /// Whether the writer thread is still taking deliveries.
+    pub fn is_running(&self) -> bool {
+        !self.queue.is_closed()
+    }
+
     /// Applies `delivery` durably, or says why not. `budget` is how long it
     /// may wait before the writer starts on it.
     ///

@@ -239,6 +239,171 @@ async fn body_over_max_body_is_413_with_chunked_encoding() {
     assert_eq!(count(&s.db(), "webhook_events"), 0);
 }
 
+/// A chunked body that passes the limit while it trickles in is still
+/// refused for its size, however long reading the rest away takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_sent_slowly_is_413_not_408() {
+    use std::time::Duration;
+    let s = small_limit_server();
+    let d = delivery(created_body_of_len(4 * LIMIT as usize));
+    let head = raw_head(
+        s.addr,
+        &s.path,
+        &d.headers(),
+        &["transfer-encoding: chunked"],
+    );
+    // Just under the limit, over it in the second second, and more of it
+    // for longer than the 10 s a body may take.
+    let under = LIMIT as usize - 20;
+    let mut opening = format!("{under:x}\r\n").into_bytes();
+    opening.extend_from_slice(&d.body[..under]);
+    opening.extend_from_slice(b"\r\n");
+    let answer = slow_exchange(s.addr, &head, &opening, Duration::from_secs(11)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(count(&s.db(), "webhook_events"), 0);
+}
+
+/// Sends `head` and `opening`, then a chunk of 10 bytes every half second
+/// for `trickle`, then stops sending, while reading the answer. Returns the
+/// answer's text.
+async fn slow_exchange(
+    addr: std::net::SocketAddr,
+    head: &[u8],
+    opening: &[u8],
+    trickle: std::time::Duration,
+) -> String {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = c.into_split();
+    let (head, opening) = (head.to_vec(), opening.to_vec());
+    let writer = tokio::spawn(async move {
+        wr.write_all(&head).await?;
+        wr.write_all(&opening).await?;
+        let started = Instant::now();
+        while started.elapsed() < trickle {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            wr.write_all(b"a\r\n0123456789\r\n").await?;
+        }
+        wr.shutdown().await
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(25), rd.read_to_end(&mut answer)).await;
+    writer.abort();
+    assert!(read.is_ok(), "no answer within 25 s");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A body may be declared as large as `--max-body` allows before any of it
+/// arrives; what is set aside for it follows what arrives, so a huge
+/// declaration from an unsigned request costs nothing.
+#[tokio::test]
+async fn a_huge_declared_body_takes_no_memory_up_front() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let s = Server::with(Config {
+        max_body: Some(u64::MAX),
+        ..Config::default()
+    });
+    for declared in ["100000000000000", "10000000000000000000"] {
+        let d = delivery(created_body());
+        let length = format!("content-length: {declared}");
+        let head = raw_head(s.addr, &s.path, &d.headers(), &[&length]);
+        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(&head).await.unwrap();
+        c.write_all(b"{\"type\":").await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            c.read_to_end(&mut answer),
+        )
+        .await;
+    }
+    assert_status(
+        &s.get("/healthz").await,
+        200,
+        "alive after huge declarations",
+    );
+    let d = delivery(created_body());
+    assert_status(&s.deliver(&d).await, 200, "and still taking deliveries");
+}
+
+/// Bodies are read whole before their signature can be checked, so the
+/// memory they take together is bounded (64 MiB): past that a delivery
+/// waits a little, then gets 503 to retry, instead of the process growing
+/// without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_in_memory_together_are_bounded() {
+    use tokio::io::AsyncWriteExt as _;
+    let s = Server::start();
+    // 64 requests each announcing a 1 MiB body (the default --max-body)
+    // and sending a few bytes of it.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let d = delivery(created_body());
+        let head = raw_head(s.addr, &s.path, &d.headers(), &["content-length: 1048576"]);
+        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(&head).await.unwrap();
+        c.write_all(b"{").await.unwrap();
+        held.push(c);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let d = delivery(created_body());
+    let r = s.deliver(&d).await;
+    assert_status(&r, 503, "no room left for another body");
+    assert!(r.text().contains("too many request bodies"), "{}", r.text());
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_status(&s.deliver(&d).await, 200, "room again once they are gone");
+    let metrics = s.get("/metrics").await.text();
+    assert!(
+        metrics.contains("clerk_sync_rejections_total{reason=\"busy\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// At most 1024 connections are served at once; the next waits in the
+/// listen queue until one closes, then is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_wait_their_turn() {
+    use std::time::Duration;
+    // Both ends of 1025 connections, plus the server's own files.
+    if open_file_limit().is_some_and(|n| n < 2200) {
+        eprintln!("skipped: the open-file limit is too low for 1025 connections");
+        return;
+    }
+    let s = Server::start();
+    let mut idle = Vec::new();
+    for _ in 0..1024 {
+        idle.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
+    }
+    let d = delivery(created_body());
+    let waiting = {
+        let (addr, path, headers, body) = (s.addr, s.path.clone(), d.headers(), d.body.clone());
+        tokio::spawn(async move {
+            let length = format!("content-length: {}", body.len());
+            let head = raw_head(addr, &path, &headers, &[&length]);
+            raw_exchange(addr, &head, &[&body]).await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "served past the connection limit");
+    assert_eq!(count(&s.db(), "webhook_events"), 0);
+    idle.truncate(1000);
+    let r = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once connections closed")
+        .unwrap();
+    assert_status(&r, 200, "the waiting delivery");
+}
+
+/// The soft limit on open files, from /proc (None where there is none).
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 #[tokio::test]
 async fn body_exactly_at_max_body_is_accepted() {
     let s = small_limit_server();

@@ -140,6 +140,17 @@ async fn watchdog_pings_stop_once_the_database_file_is_moved_away() {
     assert!(s.stop().success(), "{}", s.logs());
 }
 
+/// A watchdog interval too short to halve into whole microseconds still
+/// gets pings, rather than a timer that refuses a zero period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_watchdog_interval_still_gets_pings() {
+    let (_dir, socket, mut s) = notified_server(&[("WATCHDOG_USEC", "1")]);
+    let mut messages = Vec::new();
+    expect_message(&socket, &mut messages, "WATCHDOG=1", Duration::from_secs(5));
+    assert!(s.stop().success(), "{}", s.logs());
+    assert!(!s.logs().contains("panicked"), "{}", s.logs());
+}
+
 /// Without WATCHDOG_USEC there are no pings; a watchdog meant for another
 /// process (WATCHDOG_PID) is ignored too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
