@@ -42,7 +42,13 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct SecretArgs {
     /// File holding the signing secret(s); replaces CLERK_WEBHOOK_SIGNING_SECRET.
-    #[arg(long, value_name = "PATH", env = "CLERK_WEBHOOK_SIGNING_SECRET_FILE")]
+    // Its value stays out of --help: a secret may have been pasted there.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "CLERK_WEBHOOK_SIGNING_SECRET_FILE",
+        hide_env_values = true
+    )]
     pub secret_file: Option<PathBuf>,
 }
 
@@ -97,7 +103,8 @@ pub struct ServeArgs {
         long,
         value_name = "BYTES",
         env = "CLERK_SYNC_MAX_BODY",
-        default_value_t = 1_048_576
+        default_value_t = 1_048_576,
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub max_body: u64,
 

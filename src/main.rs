@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    forget_empty_settings();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return command_line_error(&e),
@@ -26,8 +27,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            // One line, with its causes, so it reads well in journalctl.
-            eprintln!("clerk-sync: error: {e:#}");
+            // One line, with its causes, so it reads well in journalctl;
+            // it may quote a value typed where a secret did not belong.
+            eprintln!("clerk-sync: error: {}", config::redact(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }
@@ -50,6 +52,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Status(args) => tools::status(args),
         }
     })
+}
+
+/// Settings given as the empty string count as not given, as most programs
+/// take them: a unit's `Environment=NAME=` or a template line uncommented as
+/// it is must not stop the start with a complaint about a flag nobody typed.
+/// The signing secret itself is the exception: an empty one is an error the
+/// user has to hear about.
+fn forget_empty_settings() {
+    for (name, value) in std::env::vars_os() {
+        let ours = name.to_str().is_some_and(|n| {
+            n.starts_with("CLERK_SYNC_") || n == "CLERK_WEBHOOK_SIGNING_SECRET_FILE"
+        });
+        if ours && value.is_empty() {
+            // Still one thread: nothing else reads the environment yet.
+            std::env::remove_var(name);
+        }
+    }
 }
 
 /// clap's own report of a bad command line, except that it quotes what was

@@ -668,6 +668,30 @@ fn refuses_to_start_without_a_usable_secret() {
     // either way the process is gone (run_to_end waited for it).
 }
 
+/// A setting given as the empty string (`Environment=NAME=` in a unit, or
+/// a template line uncommented as it is) counts as not given.
+#[tokio::test]
+async fn empty_settings_count_as_not_given() {
+    let s = Server::with(Config {
+        extra_env: vec![
+            ("CLERK_WEBHOOK_SIGNING_SECRET_FILE".into(), String::new()),
+            ("CLERK_SYNC_TOLERANCE".into(), String::new()),
+            ("CLERK_SYNC_MAX_BODY".into(), String::new()),
+            ("CLERK_SYNC_LOG_FORMAT".into(), String::new()),
+        ],
+        ..Config::default()
+    });
+    let d = delivery(br#"{"type":"user.created","data":{"id":"user_e"}}"#.to_vec());
+    assert_status(&s.deliver(&d).await, 200, "with empty settings");
+    // A --max-body of 0 would refuse every delivery: not a setting.
+    let f = run_to_end(
+        &["serve", "--max-body", "0"],
+        &[("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)],
+    );
+    assert!(!f.status.success());
+    assert!(f.stderr.contains("--max-body"), "{}", f.stderr);
+}
+
 #[test]
 fn help_never_shows_the_secret() {
     let sentinel = "whsec_SGVscFNlbnRpbmVsU2VjcmV0VmFsdWUxMjM0NTY=";
@@ -692,19 +716,51 @@ fn help_never_shows_the_secret() {
             "{args:?} mangles the help:\n{all}"
         );
     }
-    // Nor does the error for a secret typed where it does not belong.
-    for args in [
-        &["serve", sentinel][..],
-        &["serve", "--tolerance", sentinel][..],
-        &["serve", &format!("--secret={sentinel}")][..],
-        &["serve", "--secret-file", sentinel][..],
-        &["sign", "--bogus", sentinel][..],
-    ] {
-        let f = run_to_end(args, &[]);
-        assert!(!f.status.success(), "{args:?} was accepted");
-        let all = format!("{}{}", f.stdout, f.stderr);
-        assert!(all.contains("error"), "{args:?} said nothing: {all}");
-        assert!(!all.contains(b64), "{args:?} shows the secret:\n{all}");
+    // Nor a secret file variable that holds a secret instead of a path.
+    let f = run_to_end(
+        &["serve", "--help"],
+        &[("CLERK_WEBHOOK_SIGNING_SECRET_FILE", b64)],
+    );
+    assert!(
+        !f.stdout.contains(b64),
+        "help shows the secret:\n{}",
+        f.stdout
+    );
+    // Nor does the error for a secret typed where it does not belong, with
+    // or without its prefix, in any argument.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.db");
+    let db = db.to_str().unwrap();
+    for secret in [sentinel, b64] {
+        let nowhere = format!("/nonexistent/{secret}");
+        for args in [
+            &["serve", secret][..],
+            &["serve", "--tolerance", secret][..],
+            &["serve", &format!("--secret={secret}")][..],
+            &["serve", "--secret-file", secret][..],
+            &["serve", "--db", db, "--listen", secret][..],
+            &["serve", "--listen", "127.0.0.1:0", "--db", &nowhere][..],
+            &["sign", "--bogus", secret][..],
+            &["sign", secret][..],
+            &[
+                "verify",
+                secret,
+                "--id",
+                "a",
+                "--timestamp",
+                "1",
+                "--signature",
+                "v1,x",
+            ][..],
+            &["send", secret, "--url", "http://127.0.0.1:1/x"][..],
+            &["status", "--db", secret][..],
+        ] {
+            let f = run_to_end(args, &[("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)]);
+            assert!(!f.status.success(), "{args:?} was accepted");
+            let all = format!("{}{}", f.stdout, f.stderr);
+            assert!(all.contains("error"), "{args:?} said nothing: {all}");
+            assert!(!all.contains(b64), "{args:?} shows the secret:\n{all}");
+        }
     }
     // The serve help documents the flags of the contract.
     let f = run_to_end(
