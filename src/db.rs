@@ -58,6 +58,7 @@ impl Outcome {
 /// while its write-ahead log holds commits.
 pub fn open_writer(path: &Path, busy_timeout: Duration) -> anyhow::Result<Connection> {
     refuse_orphaned_wal(path)?;
+    refuse_unwritable(path)?;
     let conn = Connection::open(path)
         .with_context(|| format!("cannot open database {}", path.display()))?;
     conn.busy_timeout(busy_timeout)?;
@@ -132,9 +133,33 @@ pub fn file_len(path: &Path) -> u64 {
 
 /// The write-ahead log beside the database at `path`.
 pub fn wal_path(path: &Path) -> PathBuf {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    PathBuf::from(wal)
+    beside(path, "-wal")
+}
+
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// SQLite opens a database it may not write read-only without a word, and a
+/// `-wal` or `-shm` left by another user (`sqlite3` run as root while the
+/// service was stopped, say) makes every write fail: each delivery would
+/// get 503 while `/healthz` read happily. So that is found out at the start.
+fn refuse_unwritable(path: &Path) -> anyhow::Result<()> {
+    for file in [path.to_owned(), wal_path(path), beside(path, "-shm")] {
+        // Opening for writing changes nothing in the file.
+        match std::fs::OpenOptions::new().write(true).open(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => bail!(
+                "cannot write {}: {e}; every file of the database must be writable by the user \
+                 clerk-sync runs as (one left by a command run as another user, root say, while \
+                 it was stopped: give it to that user with chown)",
+                file.display()
+            ),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A WAL-mode database is never empty, so a log with frames beside a missing

@@ -598,6 +598,11 @@ pub fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> Finished {
     for (k, v) in env {
         cmd.env(k, v);
     }
+    finish(cmd, args)
+}
+
+/// Run `cmd` to completion (bounded: 10 s), capturing both streams.
+pub fn finish(mut cmd: Command, args: &[&str]) -> Finished {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn clerk-sync");
     let mut out = child.stdout.take().unwrap();

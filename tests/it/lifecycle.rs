@@ -1008,3 +1008,68 @@ async fn a_database_file_moved_away_or_replaced_is_refused_until_restart() {
         "the restored file is the one in use"
     );
 }
+
+/// A database whose `-shm` (or `-wal`, or the file itself) the server's user
+/// cannot write, as one left by a command run as another user, stops the
+/// start with a message naming it, rather than a server that answers
+/// `/healthz` and fails every delivery.
+#[test]
+fn refuses_to_start_beside_a_file_it_cannot_write() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    let mut s = Server::with(Config {
+        db: Some(db.clone()),
+        ..Config::default()
+    });
+    assert!(s.stop().success(), "{}", s.logs());
+    let shm = dir.path().join("mirror.db-shm");
+    std::fs::write(&shm, b"").unwrap();
+    let db_arg = db.to_str().unwrap();
+    let args = ["serve", "--listen", "127.0.0.1:0", "--db", db_arg];
+    // Permissions bind only an ordinary user: as root, run the server as
+    // nobody, with the database its own and the -shm root's.
+    let cmd = if is_root() {
+        let mode = std::fs::Permissions::from_mode(0o777);
+        std::fs::set_permissions(dir.path(), mode).unwrap();
+        std::os::unix::fs::chown(&db, Some(65534), Some(65534)).unwrap();
+        let Some(setpriv) = which("setpriv") else {
+            eprintln!("skipped: running as root without setpriv");
+            return;
+        };
+        let mut cmd = std::process::Command::new(setpriv);
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args(args)
+            .env("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)
+            .current_dir(dir.path());
+        cmd
+    } else {
+        std::fs::set_permissions(&shm, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let mut cmd = base_command(dir.path());
+        cmd.args(args).env("CLERK_WEBHOOK_SIGNING_SECRET", SECRET);
+        cmd
+    };
+    let f = finish(cmd, &args);
+    assert!(!f.status.success(), "started: {}", f.stderr);
+    assert!(
+        f.stderr.contains("cannot write") && f.stderr.contains("mirror.db-shm"),
+        "{}",
+        f.stderr
+    );
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let uid = s.lines().find(|l| l.starts_with("Uid:"))?;
+            Some(uid.split_whitespace().nth(1)? == "0")
+        })
+        .unwrap_or(false)
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
