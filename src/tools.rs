@@ -2,6 +2,7 @@
 //! `status`. They use the same secret sources and the same signature code
 //! as `serve`, so what they sign is what the receiver accepts.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -43,12 +44,11 @@ pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     )
     .await
     .context("no answer within 20 s")??;
-    println!(
-        "{} {}",
+    print_out(&format!(
+        "{} {}\n{answer}\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or("")
-    );
-    println!("{answer}");
+    ))?;
     Ok(if status.is_success() {
         ExitCode::SUCCESS
     } else {
@@ -186,14 +186,12 @@ pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
     };
     let timestamp = args.timestamp.unwrap_or_else(|| db::now_ms() / 1000);
     let signature = secrets.sign(&id, timestamp, &body);
-    println!("svix-id: {id}");
-    println!("svix-timestamp: {timestamp}");
-    println!("svix-signature: {signature}");
-    println!(
-        "curl -sS -X POST {} -H 'content-type: application/json' -H 'svix-id: {id}' -H 'svix-timestamp: {timestamp}' -H 'svix-signature: {signature}' --data-binary @{}",
+    print_out(&format!(
+        "svix-id: {id}\nsvix-timestamp: {timestamp}\nsvix-signature: {signature}\n\
+         curl -sS -X POST {} -H 'content-type: application/json' -H 'svix-id: {id}' -H 'svix-timestamp: {timestamp}' -H 'svix-signature: {signature}' --data-binary @{}\n",
         shell_quote(&args.url),
         shell_quote(&args.file.display().to_string())
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -207,11 +205,13 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     match check_delivery(&secrets, &args, &body, db::now_ms() / 1000) {
         Ok(note) => {
-            println!("valid: {note}");
+            print_out(&format!("valid: {note}\n"))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(reason) => {
-            eprintln!("invalid: {reason}");
+            // Not eprintln!, which panics on a stderr it cannot write; the exit
+            // code carries the verdict either way.
+            let _ = writeln!(std::io::stderr(), "invalid: {reason}");
             Ok(ExitCode::from(1))
         }
     }
@@ -287,9 +287,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let report = status_report(&args.db)?;
     let ok = report["integrity"] == "ok";
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print_status(&report);
+        print_out(&status_text(&report))?;
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -362,39 +362,63 @@ pub fn status_report(path: &Path) -> anyhow::Result<Value> {
     }))
 }
 
-fn print_status(r: &Value) {
-    println!("database        {}", r["database"].as_str().unwrap_or(""));
-    println!(
+fn status_text(r: &Value) -> String {
+    let mut lines = vec![format!(
+        "database        {}",
+        r["database"].as_str().unwrap_or("")
+    )];
+    lines.push(format!(
         "schema version  {} (journal {})",
         r["schema_version"],
         r["journal_mode"].as_str().unwrap_or("")
-    );
+    ));
     let u = &r["users"];
-    println!(
+    lines.push(format!(
         "users           {} ({} active, {} tombstones)",
         u["total"], u["active"], u["tombstones"]
-    );
-    println!("events          {}", r["events"]["total"]);
+    ));
+    lines.push(format!("events          {}", r["events"]["total"]));
     if let Some(types) = r["events"]["by_type"].as_object() {
         for (kind, outcomes) in types {
             let parts: Vec<String> = outcomes
                 .as_object()
                 .map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect())
                 .unwrap_or_default();
-            println!("  {kind:<28} {}", parts.join(", "));
+            lines.push(format!("  {kind:<28} {}", parts.join(", ")));
         }
     }
-    match r["last_event"].as_object() {
-        Some(last) => println!(
+    lines.push(match r["last_event"].as_object() {
+        Some(last) => format!(
             "last event      {} {} at {} ms ({} s ago)",
             last["type"].as_str().unwrap_or(""),
             last["id"].as_str().unwrap_or(""),
             last["received_at"],
             last["seconds_ago"]
         ),
-        None => println!("last event      none"),
+        None => "last event      none".to_owned(),
+    });
+    lines.push(format!(
+        "integrity       {}",
+        r["integrity"].as_str().unwrap_or("")
+    ));
+    lines.join("\n") + "\n"
+}
+
+/// Writes a subcommand's output to standard output, all of it or an error.
+/// A reader that went away (`| head`) took what it wanted, so a broken pipe
+/// ends the output quietly; any other failure (a full disk) is an error, or
+/// a script would take a cut-off report for a whole one.
+///
+/// # Errors
+/// When standard output cannot be written, except for a broken pipe.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
     }
-    println!("integrity       {}", r["integrity"].as_str().unwrap_or(""));
 }
 
 /// A fresh Svix-style message id: `msg_` and 27 base62 characters.

@@ -2,8 +2,10 @@
 //! metrics, and the `send`, `sign`, `verify` and `status` subcommands, all
 //! against the real binary.
 
+use std::io::Read as _;
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -794,6 +796,90 @@ async fn status_reports_a_damaged_file() {
     let integrity = r["integrity"].as_str().unwrap();
     assert_ne!(integrity, "ok");
     assert!(integrity.contains("users_email"), "{integrity}");
+}
+
+/// A database `serve` wrote `users` users into and then stopped cleanly, in
+/// a directory of its own.
+async fn stopped_database(users: usize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("clerk.db");
+    let mut s = Server::with(Config {
+        db: Some(db.clone()),
+        ..Config::default()
+    });
+    let t = now_ms();
+    for _ in 0..users {
+        let d = delivery(user_event(
+            "user.created",
+            &user_data(&unique_user_id(), t, t),
+        ));
+        assert_status(&s.deliver(&d).await, 200, "setup");
+    }
+    assert!(s.stop().success());
+    (dir, db)
+}
+
+/// Runs the binary to its end with `stdout` as its standard output; a piped
+/// one is closed at once, as by a reader that stopped reading. Gives the
+/// exit status and what went to stderr.
+fn run_with_stdout(args: &[&str], stdout: Stdio) -> (ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = base_command(dir.path());
+    cmd.args(args)
+        .env("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)
+        .stdout(stdout)
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn clerk-sync");
+    drop(child.stdout.take());
+    let status = wait_bounded(&mut child, Duration::from_secs(10)).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("clerk-sync {args:?} did not finish within 10 s")
+    });
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+/// `sign f.json | head -c 10`, `status > /dev/full`: a reader that went away
+/// ends the command as if it had finished, a full disk is the usual one-line
+/// error, and neither is a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_that_cannot_be_written_ends_the_command_cleanly() {
+    let (dir, db) = stopped_database(1).await;
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, fixture("clerk/user.created.json")).unwrap();
+    let runs: [&[&str]; 3] = [
+        &["sign", body.to_str().unwrap()],
+        &["status", "--db", db.to_str().unwrap()],
+        &["status", "--db", db.to_str().unwrap(), "--json"],
+    ];
+    for args in runs {
+        let (status, stderr) = run_with_stdout(args, Stdio::piped());
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{args:?} into a closed pipe: {stderr}"
+        );
+        assert!(stderr.is_empty(), "{args:?} into a closed pipe: {stderr}");
+
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let (status, stderr) = run_with_stdout(args, Stdio::from(full));
+        assert_eq!(status.code(), Some(2), "{args:?} into /dev/full: {stderr}");
+        assert!(
+            stderr.starts_with("clerk-sync: error: cannot write to standard output")
+                && stderr.lines().count() == 1,
+            "{args:?} into /dev/full: {stderr}"
+        );
+    }
 }
 
 /// systemd may name an abstract socket (`@name`); READY=1 still arrives.
