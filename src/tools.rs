@@ -307,11 +307,18 @@ pub fn status_report(path: &Path) -> anyhow::Result<Value> {
     if !path.exists() {
         bail!("no database at {}", path.display());
     }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("cannot open {}", path.display()))?;
+    let unlocked = !db::wal_path(path).exists();
+    let report = read_status(path, unlocked);
+    // Read without locks, the file must not have changed meanwhile; a
+    // `serve` started since could have, and its log says so.
+    if unlocked && db::wal_path(path).exists() {
+        return read_status(path, false);
+    }
+    report
+}
+
+fn read_status(path: &Path, unlocked: bool) -> anyhow::Result<Value> {
+    let conn = open_for_status(path, unlocked)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     let tx = conn.unchecked_transaction()?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -346,7 +353,12 @@ pub fn status_report(path: &Path) -> anyhow::Result<Value> {
         .prepare("PRAGMA integrity_check")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let journal: String = tx.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    let mut journal: String = tx.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    // Opened immutable, a WAL file without its log is read in rollback mode
+    // and SQLite says `delete`; the file's header says what it really is.
+    if unlocked && is_wal_file(path) {
+        "wal".clone_into(&mut journal);
+    }
     tx.finish()?;
     Ok(json!({
         "database": path.display().to_string(),
@@ -360,6 +372,54 @@ pub fn status_report(path: &Path) -> anyhow::Result<Value> {
         })),
         "integrity": integrity.join("; "),
     }))
+}
+
+/// Opens `path` read-only. Even so, SQLite creates the `-wal` and `-shm`
+/// files of a WAL database that has none (`serve` removes them on a clean
+/// stop), owned by whoever runs `status`, which can leave `serve` unable to
+/// write later, and it needs a writable directory for them. `unlocked` opens
+/// the file as immutable instead: no files, no locks, which is right only
+/// while no `serve` has it open, that is while it has no log.
+fn open_for_status(path: &Path, unlocked: bool) -> anyhow::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = if unlocked {
+        let uri = immutable_uri(path)
+            .with_context(|| format!("cannot make {} absolute", path.display()))?;
+        Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+    } else {
+        Connection::open_with_flags(path, flags)
+    };
+    conn.with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// Whether the header of the SQLite file at `path` marks it as a WAL
+/// database (file format versions 2 at bytes 18 and 19).
+fn is_wal_file(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut header = [0u8; 20];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .is_ok_and(|()| header[18..20] == [2, 2])
+}
+
+/// `path` as a `file:` URI with `immutable=1`. Absolute, so a name starting
+/// with `//` cannot read as a host, and with every byte outside the
+/// unreserved set percent-encoded, so a `?`, `#` or `%` in a name stays part
+/// of it.
+fn immutable_uri(path: &Path) -> std::io::Result<String> {
+    use std::fmt::Write as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::path::absolute(path)?;
+    let mut uri = String::from("file://");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            let _ = write!(uri, "%{b:02X}");
+        }
+    }
+    uri.push_str("?immutable=1");
+    Ok(uri)
 }
 
 fn status_text(r: &Value) -> String {
@@ -470,6 +530,19 @@ mod tests {
         assert!(builtin_event("session.created", None, None)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn immutable_uris_keep_odd_names_intact() {
+        assert_eq!(
+            immutable_uri(Path::new("/var/lib/a b?c#d%41é.db")).unwrap(),
+            "file:///var/lib/a%20b%3Fc%23d%2541%C3%A9.db?immutable=1"
+        );
+        let relative = immutable_uri(Path::new("x.db")).unwrap();
+        assert!(
+            relative.starts_with("file:///") && relative.ends_with("/x.db?immutable=1"),
+            "{relative}"
+        );
     }
 
     #[test]

@@ -846,6 +846,50 @@ fn run_with_stdout(args: &[&str], stdout: Stdio) -> (ExitStatus, String) {
     (status, stderr)
 }
 
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// After a clean stop no log lies beside the file. `status` must not create
+/// one (nor the -shm): it would belong to whoever ran `status`, and could
+/// stop `serve` from writing later. Nor may it need to write the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_leaves_no_files_beside_a_stopped_database() {
+    let (dir, db) = stopped_database(2).await;
+    // A name that must be encoded to reach SQLite intact.
+    let odd = dir.path().join("a?b#c%41 d.db");
+    std::fs::copy(&db, &odd).unwrap();
+    let before = names_in(dir.path());
+    assert_eq!(before, ["a?b#c%41 d.db", "clerk.db"]);
+    let check = |path: &Path, what: &str| {
+        let out = run_to_end(&["status", "--db", path.to_str().unwrap(), "--json"], &[]);
+        assert!(out.status.success(), "{what}: {}", out.stderr);
+        let r: Value = serde_json::from_str(&out.stdout).expect("status --json is JSON");
+        assert_eq!(r["users"]["total"], 2, "{what}");
+        assert_eq!(r["journal_mode"], "wal", "{what}");
+        assert_eq!(r["integrity"], "ok", "{what}");
+        assert_eq!(names_in(dir.path()), before, "{what}");
+    };
+    check(&db, "a stopped database");
+    check(&odd, "an odd name");
+
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    // As root the mode does not stop writes, and this shows only that
+    // nothing is left behind.
+    let result = std::panic::catch_unwind(|| check(&db, "a read-only directory"));
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// `sign f.json | head -c 10`, `status > /dev/full`: a reader that went away
 /// ends the command as if it had finished, a full disk is the usual one-line
 /// error, and neither is a panic.
