@@ -12,7 +12,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::{Request, Uri};
 use ring::rand::{SecureRandom as _, SystemRandom};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension as _};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
@@ -285,46 +285,110 @@ fn check_delivery(
 /// When the file is missing or is not a clerk-sync database.
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let report = status_report(&args.db)?;
-    let ok = report["integrity"] == "ok";
     if args.json {
         print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
         print_out(&status_text(&report))?;
     }
-    Ok(if ok {
+    Ok(if report["integrity"] == "ok" {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
 }
 
+/// What every SQLite database file starts with.
+const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
+
 /// Gathers the status figures in one read transaction, so they agree with
-/// each other even while `serve` writes.
+/// each other even while `serve` writes. A file SQLite finds damaged is
+/// still a report, with what could be read and what SQLite said as its
+/// integrity.
 ///
 /// # Errors
-/// When the file cannot be opened read-only or lacks the schema.
+/// When the file is missing, cannot be opened read-only, is not SQLite, or
+/// lacks the schema.
 pub fn status_report(path: &Path) -> anyhow::Result<Value> {
     if !path.exists() {
         bail!("no database at {}", path.display());
     }
+    let header = file_header(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // SQLite takes an empty file for an empty database.
+    if !header.is_empty() && !header.starts_with(SQLITE_MAGIC) {
+        bail!(
+            "{} is not a clerk-sync database: it is not a SQLite file",
+            path.display()
+        );
+    }
+    let wal_file = header.get(18..20) == Some(&[2, 2]);
     let unlocked = !db::wal_path(path).exists();
-    let report = read_status(path, unlocked);
+    let report = read_status(path, unlocked, wal_file);
     // Read without locks, the file must not have changed meanwhile; a
     // `serve` started since could have, and its log says so.
     if unlocked && db::wal_path(path).exists() {
-        return read_status(path, false);
+        return read_status(path, false, wal_file);
     }
     report
 }
 
-fn read_status(path: &Path, unlocked: bool) -> anyhow::Result<Value> {
+fn read_status(path: &Path, unlocked: bool, wal_file: bool) -> anyhow::Result<Value> {
     let conn = open_for_status(path, unlocked)?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    let tx = conn.unchecked_transaction()?;
-    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    let (users, tombstones) = db::user_counts(&tx)
-        .with_context(|| format!("{} is not a clerk-sync database", path.display()))?;
-    let active = users - tombstones;
+    let tx = conn
+        .unchecked_transaction()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut report = json!({
+        "database": path.display().to_string(),
+        "schema_version": null,
+        "journal_mode": null,
+        "users": null,
+        "events": null,
+        "last_event": null,
+        "integrity": null,
+    });
+    // Opened immutable, a WAL file without its log is read in rollback mode
+    // and SQLite would say `delete`; the header says what the file is.
+    let read = read_figures(&tx, &mut report, unlocked && wal_file);
+    let check: rusqlite::Result<Vec<String>> = tx
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
+        // Some findings span lines; the report gives each one line.
+        .map(|found: Vec<String>| found.iter().map(|f| f.replace('\n', " ")).collect());
+    let damage = match read {
+        Err(e) if is_damage(&e) => Some(e.to_string()),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("{} is not a clerk-sync database", path.display()))
+        }
+        Ok(()) => None,
+    };
+    report["integrity"] = json!(match (damage, check) {
+        (None, Ok(found)) => found.join("; "),
+        (Some(said), Ok(found)) if found == ["ok"] => said,
+        (Some(said), Ok(found)) => format!("{said}; {}", found.join("; ")),
+        (Some(said), Err(_)) => said,
+        (None, Err(e)) if is_damage(&e) => e.to_string(),
+        (None, Err(e)) => {
+            return Err(e).with_context(|| format!("cannot check {}", path.display()));
+        }
+    });
+    tx.finish()?;
+    Ok(report)
+}
+
+/// Fills in `report` one figure at a time, so that a file SQLite can read
+/// only in part still shows that part.
+fn read_figures(tx: &Connection, report: &mut Value, wal_file: bool) -> rusqlite::Result<()> {
+    report["schema_version"] =
+        json!(tx.query_row::<i64, _, _>("PRAGMA user_version", [], |r| r.get(0))?);
+    report["journal_mode"] = if wal_file {
+        json!("wal")
+    } else {
+        json!(tx.query_row::<String, _, _>("PRAGMA journal_mode", [], |r| r.get(0))?)
+    };
+    let (users, tombstones) = db::user_counts(tx)?;
+    report["users"] =
+        json!({ "total": users, "active": users - tombstones, "tombstones": tombstones });
     let mut by_type = serde_json::Map::new();
     let mut events = 0i64;
     let mut stmt = tx.prepare("SELECT type, outcome, count(*) FROM webhook_events GROUP BY type, outcome ORDER BY type, outcome")?;
@@ -341,37 +405,41 @@ fn read_status(path: &Path, unlocked: bool) -> anyhow::Result<Value> {
         let entry = by_type.entry(kind).or_insert_with(|| json!({}));
         entry[outcome] = json!(n);
     }
-    drop(stmt);
     let last: Option<(String, String, i64)> = tx
         .query_row(
             "SELECT id, type, received_at FROM webhook_events ORDER BY received_at DESC, id DESC LIMIT 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
-        .ok();
-    let integrity: Vec<String> = tx
-        .prepare("PRAGMA integrity_check")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let mut journal: String = tx.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
-    // Opened immutable, a WAL file without its log is read in rollback mode
-    // and SQLite says `delete`; the file's header says what it really is.
-    if unlocked && is_wal_file(path) {
-        "wal".clone_into(&mut journal);
-    }
-    tx.finish()?;
-    Ok(json!({
-        "database": path.display().to_string(),
-        "schema_version": version,
-        "journal_mode": journal,
-        "users": { "total": users, "active": active, "tombstones": tombstones },
-        "events": { "total": events, "by_type": by_type },
-        "last_event": last.map(|(id, kind, at)| json!({
-            "id": id, "type": kind, "received_at": at,
-            "seconds_ago": (db::now_ms() - at) / 1000,
-        })),
-        "integrity": integrity.join("; "),
-    }))
+        .optional()?;
+    // Together: a missing last event would otherwise read as none.
+    report["events"] = json!({ "total": events, "by_type": by_type });
+    report["last_event"] = json!(last.map(|(id, kind, at)| json!({
+        "id": id, "type": kind, "received_at": at,
+        "seconds_ago": (db::now_ms() - at) / 1000,
+    })));
+    Ok(())
+}
+
+/// Whether SQLite refused to read on because the file is damaged: a page
+/// that is not what it should be, or a header it cannot make sense of (the
+/// file did start like a SQLite file).
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
+}
+
+/// The first 100 bytes of the file at `path` (SQLite's file header), fewer
+/// if it is shorter.
+fn file_header(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut header = Vec::with_capacity(100);
+    std::fs::File::open(path)?
+        .take(100)
+        .read_to_end(&mut header)?;
+    Ok(header)
 }
 
 /// Opens `path` read-only. Even so, SQLite creates the `-wal` and `-shm`
@@ -390,16 +458,6 @@ fn open_for_status(path: &Path, unlocked: bool) -> anyhow::Result<Connection> {
         Connection::open_with_flags(path, flags)
     };
     conn.with_context(|| format!("cannot open {}", path.display()))
-}
-
-/// Whether the header of the SQLite file at `path` marks it as a WAL
-/// database (file format versions 2 at bytes 18 and 19).
-fn is_wal_file(path: &Path) -> bool {
-    use std::io::Read as _;
-    let mut header = [0u8; 20];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut header))
-        .is_ok_and(|()| header[18..20] == [2, 2])
 }
 
 /// `path` as a `file:` URI with `immutable=1`. Absolute, so a name starting
@@ -422,41 +480,48 @@ fn immutable_uri(path: &Path) -> std::io::Result<String> {
     Ok(uri)
 }
 
+/// The report as text; a figure a damaged file would not give up is left out.
 fn status_text(r: &Value) -> String {
     let mut lines = vec![format!(
         "database        {}",
         r["database"].as_str().unwrap_or("")
     )];
-    lines.push(format!(
-        "schema version  {} (journal {})",
-        r["schema_version"],
-        r["journal_mode"].as_str().unwrap_or("")
-    ));
-    let u = &r["users"];
-    lines.push(format!(
-        "users           {} ({} active, {} tombstones)",
-        u["total"], u["active"], u["tombstones"]
-    ));
-    lines.push(format!("events          {}", r["events"]["total"]));
-    if let Some(types) = r["events"]["by_type"].as_object() {
-        for (kind, outcomes) in types {
-            let parts: Vec<String> = outcomes
-                .as_object()
-                .map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect())
-                .unwrap_or_default();
-            lines.push(format!("  {kind:<28} {}", parts.join(", ")));
-        }
+    if !r["schema_version"].is_null() {
+        lines.push(format!(
+            "schema version  {} (journal {})",
+            r["schema_version"],
+            r["journal_mode"].as_str().unwrap_or("unknown")
+        ));
     }
-    lines.push(match r["last_event"].as_object() {
-        Some(last) => format!(
-            "last event      {} {} at {} ms ({} s ago)",
-            last["type"].as_str().unwrap_or(""),
-            last["id"].as_str().unwrap_or(""),
-            last["received_at"],
-            last["seconds_ago"]
-        ),
-        None => "last event      none".to_owned(),
-    });
+    let u = &r["users"];
+    if !u.is_null() {
+        lines.push(format!(
+            "users           {} ({} active, {} tombstones)",
+            u["total"], u["active"], u["tombstones"]
+        ));
+    }
+    if !r["events"].is_null() {
+        lines.push(format!("events          {}", r["events"]["total"]));
+        if let Some(types) = r["events"]["by_type"].as_object() {
+            for (kind, outcomes) in types {
+                let parts: Vec<String> = outcomes
+                    .as_object()
+                    .map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect())
+                    .unwrap_or_default();
+                lines.push(format!("  {kind:<28} {}", parts.join(", ")));
+            }
+        }
+        lines.push(match r["last_event"].as_object() {
+            Some(last) => format!(
+                "last event      {} {} at {} ms ({} s ago)",
+                last["type"].as_str().unwrap_or(""),
+                last["id"].as_str().unwrap_or(""),
+                last["received_at"],
+                last["seconds_ago"]
+            ),
+            None => "last event      none".to_owned(),
+        });
+    }
     lines.push(format!(
         "integrity       {}",
         r["integrity"].as_str().unwrap_or("")

@@ -926,6 +926,78 @@ async fn output_that_cannot_be_written_ends_the_command_cleanly() {
     }
 }
 
+/// A SQLite file that SQLite finds damaged, whichever page it is, fails the
+/// integrity check: exit 1, with what SQLite said. A file that is not SQLite,
+/// or SQLite without the schema, is not a clerk-sync database: exit 2, with
+/// its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_tells_a_damaged_database_from_a_foreign_file() {
+    let (dir, db) = stopped_database(3).await;
+    let (pages, page_size) = {
+        let c = open_db(&db);
+        let pragma = |name: &str| -> u64 {
+            c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+                .unwrap() as u64
+        };
+        (pragma("page_count"), pragma("page_size"))
+    };
+    assert!(pages >= 8, "every table and index has a page: {pages}");
+    for page in 1..=pages {
+        let copy = dir.path().join(format!("page{page}.db"));
+        std::fs::copy(&db, &copy).unwrap();
+        // An invalid page type where the b-tree page header starts (on page 1
+        // after the 100-byte file header).
+        {
+            use std::io::{Seek as _, SeekFrom, Write as _};
+            let mut f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+            let header = if page == 1 { 100 } else { 0 };
+            f.seek(SeekFrom::Start((page - 1) * page_size + header))
+                .unwrap();
+            f.write_all(&[0x99]).unwrap();
+        }
+        let out = run_to_end(&["status", "--db", copy.to_str().unwrap()], &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "page {page}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        let integrity = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("integrity "))
+            .unwrap_or_else(|| panic!("page {page}: {}", out.stdout));
+        assert!(integrity.contains("malformed"), "page {page}: {integrity}");
+    }
+
+    let text = dir.path().join("notes.db");
+    std::fs::write(&text, "not a database\n").unwrap();
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, "").unwrap();
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x)")
+        .unwrap();
+    for (path, says) in [
+        (&text, "not a SQLite file"),
+        (&empty, "no such table"),
+        (&other, "no such table"),
+    ] {
+        let path = path.to_str().unwrap();
+        let out = run_to_end(&["status", "--db", path], &[]);
+        assert_eq!(out.status.code(), Some(2), "{path}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("{path} is not a clerk-sync database"))
+                && out.stderr.contains(says),
+            "{path}: {}",
+            out.stderr
+        );
+    }
+}
+
 /// systemd may name an abstract socket (`@name`); READY=1 still arrives.
 #[test]
 fn notify_to_an_abstract_socket() {
