@@ -282,13 +282,22 @@ fn check_delivery(
 /// `status`: counts, last event, schema version and integrity, read-only.
 ///
 /// # Errors
-/// When the file is missing or is not a clerk-sync database.
+/// When the file is missing or is not a clerk-sync database, and, after the
+/// report, when its schema is newer than this binary's.
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let report = status_report(&args.db)?;
     if args.json {
         print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
         print_out(&status_text(&report))?;
+    }
+    let version = report["schema_version"].as_i64().unwrap_or(0);
+    if version > db::SCHEMA_VERSION {
+        bail!(
+            "{} has schema version {version}, newer than this binary's {}: serve refuses it; upgrade clerk-sync",
+            args.db.display(),
+            db::SCHEMA_VERSION
+        );
     }
     Ok(if report["integrity"] == "ok" {
         ExitCode::SUCCESS
@@ -354,8 +363,14 @@ fn read_status(path: &Path, unlocked: bool, wal_file: bool) -> anyhow::Result<Va
         .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
         // Some findings span lines; the report gives each one line.
         .map(|found: Vec<String>| found.iter().map(|f| f.replace('\n', " ")).collect());
+    let newer = report["schema_version"]
+        .as_i64()
+        .is_some_and(|v| v > db::SCHEMA_VERSION);
     let damage = match read {
         Err(e) if is_damage(&e) => Some(e.to_string()),
+        // A newer schema may well lack what this binary reads; the report
+        // still shows its version, and `status` refuses it.
+        Err(_) if newer => None,
         Err(e) => {
             return Err(e)
                 .with_context(|| format!("{} is not a clerk-sync database", path.display()))

@@ -998,6 +998,43 @@ async fn status_tells_a_damaged_database_from_a_foreign_file() {
     }
 }
 
+/// `serve` refuses a file a newer clerk-sync wrote; `status` shows what it
+/// can of it and then says so, with exit 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_refuses_a_newer_schema_after_reporting_it() {
+    let (dir, db) = stopped_database(1).await;
+    open_db(&db)
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    // A newer schema need not have the tables this binary reads.
+    let bare = dir.path().join("bare.db");
+    rusqlite::Connection::open(&bare)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    for (path, users) in [(&db, "users           1 (1 active"), (&bare, "")] {
+        let path = path.to_str().unwrap();
+        let out = run_to_end(&["status", "--db", path], &[]);
+        assert_eq!(out.status.code(), Some(2), "{path}: {}", out.stderr);
+        assert!(
+            out.stdout.contains("schema version  99") && out.stdout.contains(users),
+            "{path}: {}",
+            out.stdout
+        );
+        assert!(
+            out.stderr.contains(&format!(
+                "{path} has schema version 99, newer than this binary's 1: serve refuses it"
+            )) && out.stderr.lines().count() == 1,
+            "{path}: {}",
+            out.stderr
+        );
+        let json = run_to_end(&["status", "--db", path, "--json"], &[]);
+        assert_eq!(json.status.code(), Some(2), "{path}: {}", json.stderr);
+        let r: Value = serde_json::from_str(&json.stdout).expect("still JSON");
+        assert_eq!(r["schema_version"], 99);
+    }
+}
+
 /// systemd may name an abstract socket (`@name`); READY=1 still arrives.
 #[test]
 fn notify_to_an_abstract_socket() {
