@@ -155,7 +155,7 @@ pub struct SignArgs {
     pub file: PathBuf,
 
     /// The svix-id to sign with (default: a fresh msg_... id).
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = svix_id)]
     pub id: Option<String>,
 
     /// The svix-timestamp to sign with, Unix seconds (default: now).
@@ -214,6 +214,16 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// An id `serve` would take in the svix-id header: 1 to 256 printable ASCII
+/// characters. The same rule as the receiver's, which keeps it private.
+fn svix_id(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(s.to_owned())
+    } else {
+        Err("must be 1 to 256 printable ASCII characters, without spaces, as serve requires of svix-id".into())
+    }
+}
+
 fn url_path(s: &str) -> Result<String, String> {
     if s.starts_with('/') && !s.contains(['?', '#', ' ']) {
         Ok(s.to_owned())
@@ -244,5 +254,20 @@ mod tests {
         assert_eq!(a.tolerance, 300);
         assert_eq!(a.max_body, 1_048_576);
         assert!(Cli::try_parse_from(["clerk-sync", "serve", "--path", "nope"]).is_err());
+    }
+
+    #[test]
+    fn sign_takes_only_ids_serve_accepts() {
+        let parse = |id: &str| Cli::try_parse_from(["clerk-sync", "sign", "body.json", "--id", id]);
+        let longest = "m".repeat(256);
+        for ok in ["msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", "a", "x'y\"z", &longest] {
+            let Command::Sign(a) = parse(ok).unwrap().command else {
+                panic!()
+            };
+            assert_eq!(a.id.as_deref(), Some(ok));
+        }
+        for bad in ["", "msg 1", "msg\t1", "msg_é", &"m".repeat(257)] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }
