@@ -186,11 +186,18 @@ pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
     };
     let timestamp = args.timestamp.unwrap_or_else(|| db::now_ms() / 1000);
     let signature = secrets.sign(&id, timestamp, &body);
+    // Absolute, so the line works from any directory, and a file named `-`
+    // is not read as curl's stdin.
+    let path = std::fs::canonicalize(&args.file)
+        .with_context(|| format!("cannot resolve {}", args.file.display()))?;
     print_out(&format!(
         "svix-id: {id}\nsvix-timestamp: {timestamp}\nsvix-signature: {signature}\n\
-         curl -sS -X POST {} -H 'content-type: application/json' -H 'svix-id: {id}' -H 'svix-timestamp: {timestamp}' -H 'svix-signature: {signature}' --data-binary @{}\n",
+         curl -sS -X POST {} -H 'content-type: application/json' -H {} -H {} -H {} --data-binary @{}\n",
         shell_quote(&args.url),
-        shell_quote(&args.file.display().to_string())
+        shell_quote(&format!("svix-id: {id}")),
+        shell_quote(&format!("svix-timestamp: {timestamp}")),
+        shell_quote(&format!("svix-signature: {signature}")),
+        shell_quote(&path.to_string_lossy())
     ))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -583,6 +590,8 @@ fn random_base62(len: usize) -> anyhow::Result<String> {
         .collect())
 }
 
+/// `s` as one word for a POSIX shell: in single quotes, each `'` in it
+/// closed, escaped and reopened.
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -623,6 +632,13 @@ mod tests {
             relative.starts_with("file:///") && relative.ends_with("/x.db?immutable=1"),
             "{relative}"
         );
+    }
+
+    #[test]
+    fn shell_quoting_keeps_any_text_one_word() {
+        assert_eq!(shell_quote("/tmp/a b.json"), "'/tmp/a b.json'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(r"$(x) `y` \"), r"'$(x) `y` \'");
     }
 
     #[test]

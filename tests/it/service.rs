@@ -571,6 +571,49 @@ async fn sign_prints_headers_the_server_accepts() {
     assert!(!out.stdout.contains(v["secret"].as_str().unwrap()));
 }
 
+/// The curl line of `sign` names the file by its absolute path, so it runs
+/// from any directory, and a file named `-` is not curl's stdin; every
+/// value in it stays one shell word.
+#[test]
+fn sign_curl_line_works_from_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("the bodies");
+    std::fs::create_dir(&sub).unwrap();
+    for name in ["-", "it's $HOME.json"] {
+        std::fs::write(sub.join(name), b"{}").unwrap();
+        let out = base_command(&sub)
+            .args(["sign", name, "--id", "msg_it's"])
+            .env("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {out:?}");
+        let (_, ts, sig, curl) = parse_sign_output(&String::from_utf8(out.stdout).unwrap());
+        // The words a POSIX shell makes of the line, in another directory.
+        let words = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(curl.replacen("curl ", "printf '%s\\n' ", 1))
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(words.status.success(), "{curl}");
+        let words = String::from_utf8(words.stdout).unwrap();
+        let words: Vec<&str> = words.lines().collect();
+        let path = sub.join(name).canonicalize().unwrap();
+        assert_eq!(
+            words[words.len() - 2..],
+            ["--data-binary", &format!("@{}", path.display())],
+            "{curl}"
+        );
+        for header in [
+            "svix-id: msg_it's".to_owned(),
+            format!("svix-timestamp: {ts}"),
+            format!("svix-signature: {sig}"),
+        ] {
+            assert!(words.contains(&header.as_str()), "{header} in {curl}");
+        }
+    }
+}
+
 /// `clerk-sync verify FILE --id ID --timestamp TS --signature SIG EXTRA...`
 /// with `secret` as the configured signing secret(s).
 fn verify_cmd(secret: &str, file: &str, id: &str, ts: &str, sig: &str, extra: &[&str]) -> Finished {
