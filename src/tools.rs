@@ -23,10 +23,19 @@ use crate::{config, db};
 /// `send`: signs a built-in event or a file's bytes and POSTs it.
 ///
 /// # Errors
-/// Missing secret, unreadable file, unreachable URL.
+/// Missing secret, unreadable file, `--user-id` or `--email` with a file,
+/// unreachable URL.
 pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
+    let builtin = builtin_event(&args.event, args.user_id.as_deref(), args.email.as_deref())?;
+    if builtin.is_none() && (args.user_id.is_some() || args.email.is_some()) {
+        bail!(
+            "--user-id and --email apply to the built-in events only (user.created, user.updated, \
+             user.deleted); the file {} is sent byte for byte",
+            args.event
+        );
+    }
     let secrets = config::load_secrets(args.secrets.secret_file.as_deref())?;
-    let body = match builtin_event(&args.event, args.user_id.as_deref(), args.email.as_deref())? {
+    let body = match builtin {
         Some(body) => body,
         None => std::fs::read(&args.event).with_context(|| {
             format!(

@@ -482,6 +482,17 @@ async fn send_a_file_and_report_failures() {
         missing.stderr
     );
 
+    // The built-in events' flags do not silently drop off a file.
+    for flag in ["--user-id", "--email"] {
+        let out = run_with_secret(&["send", file, "--url", &u, flag, "x"]);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("apply to the built-in events only"),
+            "{flag}: {}",
+            out.stderr
+        );
+    }
+
     let unreachable = run_with_secret(&[
         "send",
         "user.created",
