@@ -221,7 +221,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     match check_delivery(&secrets, &args, &body, db::now_ms() / 1000) {
         Ok(note) => {
-            print_out(&format!("valid: {note}\n"))?;
+            print_out(&format!("{note}\n"))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(reason) => {
@@ -270,7 +270,7 @@ fn check_delivery(
     match args.tolerance {
         Some(tolerance) => match signature::check_window(timestamp, now, tolerance) {
             Ok(()) => Ok(format!(
-                "signature matches, {when}, within the {tolerance} s tolerance"
+                "valid signature, {when}, within the {tolerance} s tolerance"
             )),
             Err(VerifyError::TooOld(by)) => Err(format!(
                 "signature matches, but the timestamp is {by} s old, beyond the {tolerance} s tolerance"
@@ -282,16 +282,21 @@ fn check_delivery(
         },
         // A saved delivery is old by nature: say how old, and whether `serve`
         // would still take it, without failing on it.
-        None => {
-            let window = match signature::check_window(timestamp, now, DEFAULT_TOLERANCE) {
-                Ok(()) => "inside".to_owned(),
-                Err(e) => format!("outside ({e})"),
-            };
-            Ok(format!(
-                "signature matches, {when}; {window} the {DEFAULT_TOLERANCE} s window serve applies by default \
-                 (--tolerance SECS makes the window part of the check)"
-            ))
-        }
+        None => match signature::check_window(timestamp, now, DEFAULT_TOLERANCE) {
+            Ok(()) => Ok(format!(
+                "valid signature, {when}, inside the {DEFAULT_TOLERANCE} s window serve applies by default"
+            )),
+            Err(VerifyError::TooOld(by)) => Ok(format!(
+                "valid signature; note: the timestamp is {by} s old, outside the {DEFAULT_TOLERANCE} s \
+                 window serve applies by default, so serve would answer 401"
+            )),
+            Err(VerifyError::TooNew(by)) => Ok(format!(
+                "valid signature; note: the timestamp is {by} s in the future, outside the \
+                 {DEFAULT_TOLERANCE} s window serve applies by default, so serve would answer 401 \
+                 (clock skew?)"
+            )),
+            Err(VerifyError::NoMatch) => unreachable!("check_window only judges time"),
+        },
     }
 }
 
@@ -648,6 +653,46 @@ mod tests {
         assert_eq!(shell_quote("/tmp/a b.json"), "'/tmp/a b.json'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(r"$(x) `y` \"), r"'$(x) `y` \'");
+    }
+
+    #[test]
+    fn verify_says_in_one_sentence_what_serve_would_do() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let secrets = Secrets::parse(secret).unwrap();
+        let now = 1_700_000_000;
+        let note = |timestamp: i64, tolerance: Option<u64>| {
+            let args = VerifyArgs {
+                file: "body.json".into(),
+                id: "msg_1".into(),
+                timestamp: timestamp.to_string(),
+                signature: secrets.sign("msg_1", timestamp, b"{}"),
+                tolerance,
+                secrets: crate::cli::SecretArgs { secret_file: None },
+            };
+            check_delivery(&secrets, &args, b"{}", now)
+        };
+        assert_eq!(
+            note(now - 10, None).unwrap(),
+            "valid signature, signed 10 s ago, inside the 300 s window serve applies by default"
+        );
+        assert_eq!(
+            note(now - 303, None).unwrap(),
+            "valid signature; note: the timestamp is 303 s old, outside the 300 s window serve \
+             applies by default, so serve would answer 401"
+        );
+        assert_eq!(
+            note(now + 400, None).unwrap(),
+            "valid signature; note: the timestamp is 400 s in the future, outside the 300 s \
+             window serve applies by default, so serve would answer 401 (clock skew?)"
+        );
+        assert_eq!(
+            note(now - 10, Some(60)).unwrap(),
+            "valid signature, signed 10 s ago, within the 60 s tolerance"
+        );
+        assert_eq!(
+            note(now - 303, Some(60)).unwrap_err(),
+            "signature matches, but the timestamp is 303 s old, beyond the 60 s tolerance"
+        );
     }
 
     #[test]
