@@ -214,10 +214,8 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// An id `serve` would take in the svix-id header: 1 to 256 printable ASCII
-/// characters. The same rule as the receiver's, which keeps it private.
 fn svix_id(s: &str) -> Result<String, String> {
-    if !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic()) {
+    if crate::signature::is_valid_id(s) {
         Ok(s.to_owned())
     } else {
         Err("must be 1 to 256 printable ASCII characters, without spaces, as serve requires of svix-id".into())

@@ -38,9 +38,6 @@ const WRITE_BUDGET: Duration = Duration::from_secs(8);
 /// The last resort: whatever happens, answer before Svix gives up.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(14);
 
-/// The longest `svix-id` accepted. Svix's are about 31 characters.
-const MAX_ID_LEN: usize = 256;
-
 /// Request bodies held in memory at once, all requests together (or one
 /// `--max-body`, if that is more). Every body is read whole before its
 /// signature can be checked, so without a ceiling a crowd of large, slow or
@@ -272,7 +269,7 @@ impl SvixHeaders {
     /// (so the log line of the refusal can name the delivery).
     fn from(headers: &HeaderMap) -> Result<Self, (Option<String>, Rejection)> {
         let id = header(headers, "svix-id", "webhook-id").map_err(|r| (None, r))?;
-        if id.is_empty() || id.len() > MAX_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        if !signature::is_valid_id(id) {
             return Err((None, Rejection::MalformedHeader("svix-id")));
         }
         let rest = || -> Result<(i64, String), Rejection> {

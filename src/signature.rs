@@ -202,6 +202,14 @@ pub fn check_window(timestamp: i64, now: i64, tolerance: u64) -> Result<(), Veri
     }
 }
 
+/// Whether `id` is one the receiver takes in `svix-id`: 1 to 256 visible
+/// ASCII characters (Svix's own are about 31). `sign` holds its `--id` to
+/// the same rule, so what it prints is deliverable.
+pub fn is_valid_id(id: &str) -> bool {
+    const MAX_ID_LEN: usize = 256;
+    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Parses a timestamp header strictly, as a 64-bit integer of ASCII digits:
 /// no sign, no spaces. A far-off time is well-formed; the time window then
 /// refuses it (its arithmetic is done in 128 bits).
