@@ -1,6 +1,6 @@
 //! The `clerk-sync` binary: parse the command line, set up logging, run.
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -29,7 +29,9 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line, with its causes, so it reads well in journalctl;
             // it may quote a value typed where a secret did not belong.
-            eprintln!("clerk-sync: error: {}", config::redact(&format!("{e:#}")));
+            // Not eprintln!, which panics on a stderr it cannot write.
+            let line = config::redact(&format!("{e:#}")).into_owned();
+            let _ = writeln!(std::io::stderr(), "clerk-sync: error: {line}");
             ExitCode::from(2)
         }
     }
@@ -81,9 +83,9 @@ fn command_line_error(e: &clap::Error) -> ExitCode {
         // Nothing to hide: clap prints it, with its colours.
         let _ = e.print();
     } else if e.use_stderr() {
-        eprint!("{redacted}");
+        let _ = write!(std::io::stderr(), "{redacted}");
     } else {
-        print!("{redacted}");
+        let _ = write!(std::io::stdout(), "{redacted}");
     }
     ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
