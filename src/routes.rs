@@ -46,7 +46,13 @@ const ANSWER_DEADLINE: Duration = Duration::from_secs(14);
 const BODY_BUDGET: u64 = 64 * 1024 * 1024;
 
 /// How long a body waits for room in the budget before it is turned away.
-const BUDGET_WAIT: Duration = Duration::from_secs(5);
+/// With the time to send the body after it, inside [`ANSWER_DEADLINE`]: a
+/// slow body is then answered for being slow, not for the deadline.
+const BUDGET_WAIT: Duration = Duration::from_secs(3);
+
+/// What an oversized body's reading away leaves of [`ANSWER_DEADLINE`] for
+/// the `413` itself to go out.
+const ANSWER_MARGIN: Duration = Duration::from_secs(1);
 
 /// The most of a body set aside before any of it arrives: beyond this the
 /// buffer grows with what is actually received, whatever was declared.
@@ -132,7 +138,7 @@ async fn webhook(app: &App, req: Request<Incoming>) -> Response<Body> {
     let result = match SvixHeaders::from(req.headers()) {
         Ok(headers) => {
             let id = headers.id.clone();
-            tokio::time::timeout(ANSWER_DEADLINE, receive(app, headers, req))
+            tokio::time::timeout(ANSWER_DEADLINE, receive(app, headers, req, started))
                 .await
                 .unwrap_or(Err((
                     Some(id),
@@ -144,7 +150,7 @@ async fn webhook(app: &App, req: Request<Incoming>) -> Response<Body> {
             // that sends it whole before reading still gets this answer;
             // with `Expect: 100-continue` it is never sent at all.
             if req.headers().get(EXPECT).is_none() {
-                drain(req.into_body()).await;
+                drain(req.into_body(), Instant::now() + BODY_TIMEOUT).await;
             }
             Err(refused)
         }
@@ -208,12 +214,17 @@ struct Applied {
 
 type Received = Result<(Applied, Outcome), (Option<String>, Rejection)>;
 
-async fn receive(app: &App, headers: SvixHeaders, req: Request<Incoming>) -> Received {
+async fn receive(
+    app: &App,
+    headers: SvixHeaders,
+    req: Request<Incoming>,
+    started: Instant,
+) -> Received {
     let (parts, body) = req.into_parts();
     let id = || Some(headers.id.clone());
     let expect_continue = parts.headers.get(EXPECT).is_some();
     let declared = content_length(&parts.headers);
-    let (bytes, _room) = read_body(body, app, declared, expect_continue)
+    let (bytes, _room) = read_body(body, app, declared, expect_continue, started)
         .await
         .map_err(|r| (id(), r))?;
     let now_ms = db::now_ms();
@@ -330,21 +341,23 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// Reads the body, refusing it as soon as it passes `--max-body`. A body
-/// declared too large is refused before any of it is read. The room it takes
-/// in the budget stays reserved while the second value lives.
+/// Reads the body of the request that came in at `started`, refusing it as
+/// soon as it passes `--max-body`. A body declared too large is refused
+/// before any of it is read. The room it takes in the budget stays reserved
+/// while the second value lives.
 async fn read_body(
     body: Incoming,
     app: &App,
     declared: Option<u64>,
     expect_continue: bool,
+    started: Instant,
 ) -> Result<(Vec<u8>, OwnedSemaphorePermit), Rejection> {
     let max = app.max_body;
     if declared.is_some_and(|n| n > max) {
         // With `Expect: 100-continue` the client waits for a go-ahead, so
         // answering now spares it sending the body at all.
         if !expect_continue {
-            drain(body).await;
+            drain(body, Instant::now() + BODY_TIMEOUT).await;
         }
         return Err(Rejection::TooLarge(max));
     }
@@ -371,10 +384,10 @@ async fn read_body(
     match tokio::time::timeout(BODY_TIMEOUT, read).await {
         Ok(Ok(Read::Whole(buf))) => Ok((buf, room)),
         // Too large is the answer however long the rest takes to read away:
-        // the discarding has its own bounds, outside the time to send a body.
+        // the discarding stops in time for it to go out before the deadline.
         Ok(Ok(Read::TooLarge(rest))) => {
             drop(room);
-            drain(rest).await;
+            drain(rest, started + ANSWER_DEADLINE - ANSWER_MARGIN).await;
             Err(Rejection::TooLarge(max))
         }
         Ok(Err(e)) => Err(e),
@@ -382,8 +395,9 @@ async fn read_body(
     }
 }
 
-/// Reads and discards what is left of a body, within bounds of size and time.
-async fn drain(mut body: Incoming) {
+/// Reads and discards what is left of a body, up to [`DRAIN_LIMIT`] bytes
+/// and `until`.
+async fn drain(mut body: Incoming, until: Instant) {
     let discard = async {
         let mut seen = 0u64;
         while let Some(Ok(frame)) = body.frame().await {
@@ -395,7 +409,7 @@ async fn drain(mut body: Incoming) {
             }
         }
     };
-    let _ = tokio::time::timeout(BODY_TIMEOUT, discard).await;
+    let _ = tokio::time::timeout_at(until.into(), discard).await;
 }
 
 async fn health(app: &App) -> Response<Body> {

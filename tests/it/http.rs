@@ -252,14 +252,20 @@ async fn an_oversized_body_sent_slowly_is_413_not_408() {
         &d.headers(),
         &["transfer-encoding: chunked"],
     );
-    // Just under the limit, over it in the second second, and more of it
-    // for longer than the 10 s a body may take.
-    let under = LIMIT as usize - 20;
+    // Just under the limit, over it after 5 s, and more of it for longer
+    // than the 10 s a body may take, and longer than the 14 s an answer may
+    // take: reading the rest away must stop in time for the 413.
+    let under = LIMIT as usize - 95;
     let mut opening = format!("{under:x}\r\n").into_bytes();
     opening.extend_from_slice(&d.body[..under]);
     opening.extend_from_slice(b"\r\n");
-    let answer = slow_exchange(s.addr, &head, &opening, Duration::from_secs(11)).await;
+    let started = std::time::Instant::now();
+    let answer = slow_exchange(s.addr, &head, &opening, Duration::from_secs(20)).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "after Svix's 15 s"
+    );
     assert_eq!(count(&s.db(), "webhook_events"), 0);
 }
 
