@@ -310,9 +310,10 @@ const RECORD: &str = "INSERT INTO webhook_events
 
 /// The upsert of a user, with `$set` first in its `DO UPDATE SET` and
 /// `$also` added to its guard. The guard: never go back in time, and a
-/// tombstone yields only to a version strictly newer than both the delete
-/// and the last version seen (a delete dated in whole seconds can be older
-/// than that version, and what is older than the row changes nothing).
+/// tombstone yields only to a version strictly newer than the delete and not
+/// older than the last version seen (a delete dated in whole seconds can be
+/// older than that version, and what is older than the row changes nothing;
+/// an equal one applies, as on a live row).
 macro_rules! upsert {
     ($set:literal, $also:literal) => {
         concat!(
@@ -330,7 +331,7 @@ macro_rules! upsert {
              WHERE (CASE WHEN users.deleted_at IS NULL
                         THEN users.updated_at IS NULL OR excluded.updated_at >= users.updated_at
                         ELSE excluded.updated_at > users.deleted_at
-                             AND (users.updated_at IS NULL OR excluded.updated_at > users.updated_at)
+                             AND (users.updated_at IS NULL OR excluded.updated_at >= users.updated_at)
                         END)",
             $also
         )

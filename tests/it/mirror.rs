@@ -511,6 +511,15 @@ async fn delete_older_than_last_update_still_makes_a_tombstone() {
         Some(T0 + 10_000),
         "updated_at never goes back"
     );
+
+    // One as new as the row's and newer than the delete is not older than
+    // anything: it applies, and the user is back, as on a live row.
+    let mut same = user_data(&uid, T0, T0 + 10_000);
+    same["first_name"] = json!("Same");
+    ok(&s, user_event("user.updated", &same), "equal update").await;
+    let row = user_row(&s.db(), &uid).unwrap();
+    assert_eq!(row.deleted_at, None);
+    assert_eq!(row.first_name.as_deref(), Some("Same"));
 }
 
 /// Below 10^12 the envelope timestamp is seconds; from 10^12 it is ms.
