@@ -64,93 +64,90 @@ const MIN_PREFIXED: usize = 16;
 /// The shortest unprefixed base64 taken for a secret (16 bytes and more).
 const MIN_UNPREFIXED: usize = 22;
 
-/// `text` with everything in it that reads as a signing secret cut out, for
-/// messages that quote what the user typed: `whsec_` and at least 16 base64
-/// characters become `whsec_...`; a run of 22 or more standard base64
-/// characters mixing capitals, small letters and digits, as a random secret
-/// without its prefix does (and words, paths and URLs rarely do), becomes
-/// `[redacted]`.
+/// `text` with every signing secret in it cut out, for messages that quote
+/// what the user typed: `whsec_` and at least 16 base64 characters become
+/// `whsec_...`; a secret without its prefix, typed as an argument or set in
+/// a `CLERK_*` variable (see [`typed_secrets`]), becomes `[redacted]`.
 pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    redact_with(text, typed_secrets())
+}
+
+fn redact_with<'t>(text: &'t str, typed: &[String]) -> std::borrow::Cow<'t, str> {
     const PREFIX: &str = "whsec_";
-    let any_base64 =
-        |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '-' | '_');
-    let standard = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    let is_base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '-' | '_');
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    let mut changed = false;
-    while !rest.is_empty() {
-        if let Some(after) = rest.strip_prefix(PREFIX) {
-            let len = after.find(|c| !any_base64(c)).unwrap_or(after.len());
-            out.push_str(PREFIX);
-            if len >= MIN_PREFIXED {
-                out.push_str("...");
-                changed = true;
-                rest = &after[len..];
-            } else {
-                rest = after;
-            }
-            continue;
+    while let Some(at) = rest.find(PREFIX) {
+        out.push_str(&rest[..at + PREFIX.len()]);
+        rest = &rest[at + PREFIX.len()..];
+        let len = rest.find(|c: char| !is_base64(c)).unwrap_or(rest.len());
+        if len >= MIN_PREFIXED {
+            out.push_str("...");
+            rest = &rest[len..];
         }
-        let len = rest.find(|c| !standard(c)).unwrap_or(rest.len());
-        if len == 0 {
-            let c = rest.chars().next().unwrap_or_default();
-            out.push(c);
-            rest = &rest[c.len_utf8()..];
-            continue;
-        }
-        // A run ends early where `whsec_` begins, so the prefix is seen.
-        let len = match rest.find(PREFIX) {
-            Some(at) if at < len => at,
-            _ => len,
-        };
-        let (run, tail) = rest.split_at(len);
-        match secret_within(run) {
-            Some((start, end)) => {
-                out.push_str(&run[..start]);
-                out.push_str("[redacted]");
-                out.push_str(&run[end..]);
-                changed = true;
-            }
-            None => out.push_str(run),
-        }
-        rest = tail;
     }
-    if changed {
-        out.into()
-    } else {
+    out.push_str(rest);
+    for secret in typed {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "[redacted]");
+        }
+    }
+    if out == text {
         text.into()
+    } else {
+        out.into()
     }
 }
 
-/// Where in `run` (standard base64 characters) an unprefixed secret lies:
-/// the run itself, or the longest stretch of it between `/`s (base64 has
-/// `/` in its alphabet, and so do the paths a secret gets pasted into).
-fn secret_within(run: &str) -> Option<(usize, usize)> {
-    if run.len() < MIN_UNPREFIXED {
-        return None;
-    }
-    let mut bounds = vec![0];
-    bounds.extend(run.match_indices('/').map(|(at, _)| at + 1));
-    bounds.push(run.len() + 1);
-    // Longest first, so all of a secret is cut rather than a piece of it.
-    let mut spans: Vec<(usize, usize)> = bounds
-        .iter()
-        .enumerate()
-        .flat_map(|(i, &start)| bounds[i + 1..].iter().map(move |&end| (start, end - 1)))
-        .filter(|&(start, end)| end > start)
-        .collect();
-    spans.sort_by_key(|&(start, end)| std::cmp::Reverse(end - start));
-    spans
-        .into_iter()
-        .find(|&(start, end)| looks_like_unprefixed_secret(&run[start..end]))
+/// The unprefixed secrets among the command line's arguments and the
+/// `CLERK_*` variables, found once. Only what the user typed is searched:
+/// any long base64-looking text would also catch ordinary paths and ids.
+fn typed_secrets() -> &'static [String] {
+    static TYPED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    TYPED.get_or_init(|| {
+        let env = std::env::vars_os()
+            .filter(|(name, _)| name.to_string_lossy().starts_with("CLERK_"))
+            .map(|(_, value)| value);
+        let values = std::env::args_os().skip(1).chain(env);
+        unprefixed_secrets_in(values.map(|v| v.to_string_lossy().into_owned()))
+    })
 }
 
-fn looks_like_unprefixed_secret(run: &str) -> bool {
-    run.len() >= MIN_UNPREFIXED
-        && run.bytes().any(|b| b.is_ascii_uppercase())
-        && run.bytes().any(|b| b.is_ascii_lowercase())
-        && run.bytes().any(|b| b.is_ascii_digit())
-        && Secrets::parse(run).is_ok()
+/// The parts of `values` that read as unprefixed secrets: a whole value, or
+/// what follows `--flag=`, or one of several separated by whitespace or
+/// commas, or one piece of a path.
+fn unprefixed_secrets_in(values: impl Iterator<Item = String>) -> Vec<String> {
+    let mut found = Vec::new();
+    for value in values {
+        let after_flag = value
+            .strip_prefix("--")
+            .and_then(|v| v.split_once('='))
+            .map(|(_, v)| v.to_owned());
+        for candidate in std::iter::once(value).chain(after_flag) {
+            for token in candidate.split(|c: char| c.is_whitespace() || c == ',') {
+                let pieces = std::iter::once(token).chain(token.split('/'));
+                for piece in pieces {
+                    if looks_like_unprefixed_secret(piece) && !found.iter().any(|f| f == piece) {
+                        found.push(piece.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    // Longest first, so a secret is cut whole before a piece of it is.
+    found.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    found
+}
+
+/// Random base64 of this length mixes capitals, small letters and digits;
+/// words seldom do.
+fn looks_like_unprefixed_secret(text: &str) -> bool {
+    text.len() >= MIN_UNPREFIXED
+        && !text.starts_with("whsec_")
+        && text.bytes().any(|b| b.is_ascii_uppercase())
+        && text.bytes().any(|b| b.is_ascii_lowercase())
+        && text.bytes().any(|b| b.is_ascii_digit())
+        && Secrets::parse(text).is_ok()
 }
 
 fn from_file(path: &Path, source: &str) -> anyhow::Result<Secrets> {
@@ -206,39 +203,64 @@ mod tests {
 
     #[test]
     fn redaction_keeps_everything_but_the_secrets() {
-        assert_eq!(redact("no secret here"), "no secret here");
+        let none: &[String] = &[];
+        assert_eq!(redact_with("no secret here", none), "no secret here");
         assert_eq!(
-            redact("unexpected argument 'whsec_MfKQ9r8G+/LaSw==x' found"),
+            redact_with("unexpected argument 'whsec_MfKQ9r8G+/LaSw==x' found", none),
             "unexpected argument 'whsec_...' found"
         );
         assert_eq!(
-            redact("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,whsec_C2FVsBQIhrscChlQ/MV+b5sSYspob7oD whsec_"),
+            redact_with(
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw,whsec_C2FVsBQIhrscChlQ/MV+b5sSYspob7oD whsec_",
+                none
+            ),
             "whsec_...,whsec_... whsec_"
         );
-        // Without the prefix, wherever it stands.
+        // Without the prefix: what was typed, wherever it is quoted.
+        let typed = unprefixed_secrets_in(
+            [
+                "serve",
+                "--listen",
+                "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "--db=/srv/C2FVsBQIhrscChlQIMV+b5sSYspob7oD/x.db",
+                "/home/Alice/Documents2024/clerk.db",
+                "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W x",
+            ]
+            .into_iter()
+            .map(String::from),
+        );
         assert_eq!(
-            redact("cannot listen on MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw: invalid"),
+            typed,
+            [
+                "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+            ]
+        );
+        assert_eq!(
+            redact_with(
+                "cannot listen on MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw: invalid",
+                &typed
+            ),
             "cannot listen on [redacted]: invalid"
         );
         assert_eq!(
-            redact("cannot open /srv/C2FVsBQIhrscChlQIMV+b5sSYspob7oD/x.db"),
-            "cannot open [redacted].db"
-        );
-        assert_eq!(
-            redact("no database at /nonexistent/SGVscFNlbnRpbmVsU2VjcmV0VmFsdWUxMjM0NTY=: gone"),
-            "no database at /[redacted]: gone"
+            redact_with(
+                "cannot open /srv/C2FVsBQIhrscChlQIMV+b5sSYspob7oD/x.db",
+                &typed
+            ),
+            "cannot open /srv/[redacted]/x.db"
         );
         // Help text names the form, and names, paths, URLs and ids that
         // are not secrets stay as written.
         for kept in [
             "One or more `whsec_...` values",
             "cannot read secret file /etc/clerk-sync/whsec_prod: not found",
-            "cannot open /var/lib/clerk-sync/clerk-sync.db: denied",
+            "no database at /home/Alice/Documents2024/clerk.db",
+            "cannot open /srv/Projects/ClerkSync2024/data/users.db: denied",
             "http://127.0.0.1:8080/api/clerk-webhook answered 401",
-            "CLERK_WEBHOOK_SIGNING_SECRET_FILE is empty",
-            "a_very_long_snake_case_identifier_with_words",
+            "invalid value 'msg_2KWPBgLlAfxdpx2AI54pPJ85f4W x' for '--id <ID>'",
         ] {
-            assert_eq!(redact(kept), kept);
+            assert_eq!(redact_with(kept, &typed), kept);
         }
     }
 }

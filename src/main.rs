@@ -64,7 +64,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn forget_empty_settings() {
     for (name, value) in std::env::vars_os() {
         let ours = name.to_str().is_some_and(|n| {
-            n.starts_with("CLERK_SYNC_") || n == "CLERK_WEBHOOK_SIGNING_SECRET_FILE"
+            n.starts_with("CLERK_SYNC_")
+                || n == "CLERK_WEBHOOK_SIGNING_SECRET_FILE"
+                || n == "RUST_LOG"
         });
         if ours && value.is_empty() {
             // Still one thread: nothing else reads the environment yet.

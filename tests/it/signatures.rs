@@ -678,6 +678,9 @@ async fn empty_settings_count_as_not_given() {
             ("CLERK_SYNC_TOLERANCE".into(), String::new()),
             ("CLERK_SYNC_MAX_BODY".into(), String::new()),
             ("CLERK_SYNC_LOG_FORMAT".into(), String::new()),
+            // Which would otherwise turn off every log line, the one with
+            // the bound address (that this start waits for) included.
+            ("RUST_LOG".into(), String::new()),
         ],
         ..Config::default()
     });
@@ -762,6 +765,10 @@ fn help_never_shows_the_secret() {
             assert!(!all.contains(b64), "{args:?} shows the secret:\n{all}");
         }
     }
+    // A path that only looks random in places is named as it is.
+    let path = "/nonexistent/Documents2024/ClerkSync2025Mirror/users.db";
+    let f = run_to_end(&["status", "--db", path], &[]);
+    assert!(f.stderr.contains(path), "{}", f.stderr);
     // The serve help documents the flags of the contract.
     let f = run_to_end(
         &["serve", "--help"],
