@@ -47,7 +47,7 @@ pub fn load_secrets(file: Option<&Path>) -> anyhow::Result<Secrets> {
 /// a value that names no file and reads as secrets is one, and is not shown.
 fn secret_file(path: &Path) -> String {
     let shown = path.to_string_lossy();
-    if !path.exists() && Secrets::parse(&shown).is_ok() {
+    if !path.exists() && is_pasted_secret(&shown) {
         "secret file (not shown: the value given is a secret itself, not the path of a file \
          holding one)"
             .to_owned()
@@ -139,6 +139,22 @@ fn unprefixed_secrets_in(values: impl Iterator<Item = String>) -> Vec<String> {
     found
 }
 
+/// Whether `value` is secrets rather than a name: each of its parts a
+/// `whsec_` secret or one without the prefix (a missing file named `secret`
+/// is still a file, though `secret` is base64 too).
+fn is_pasted_secret(value: &str) -> bool {
+    Secrets::parse(value).is_ok()
+        && value
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|t| !t.is_empty())
+            .all(|t| {
+                t.strip_prefix("whsec_").map_or_else(
+                    || looks_like_unprefixed_secret(t),
+                    |b| b.len() >= MIN_PREFIXED,
+                )
+            })
+}
+
 /// Random base64 of this length mixes capitals, small letters and digits;
 /// words seldom do.
 fn looks_like_unprefixed_secret(text: &str) -> bool {
@@ -183,7 +199,11 @@ mod tests {
         }
         // An ordinary path is named, so the user knows which file, also
         // when its name happens to hold `whsec_`.
-        for path in ["/nonexistent/clerk-secret", "/etc/clerk-sync/whsec_prod"] {
+        for path in [
+            "/nonexistent/clerk-secret",
+            "/etc/clerk-sync/whsec_prod",
+            "secret",
+        ] {
             let e = load_secrets(Some(Path::new(path))).unwrap_err();
             let message = format!("{e:#}");
             assert!(
