@@ -67,7 +67,7 @@ const MIN_UNPREFIXED: usize = 22;
 /// `text` with every signing secret in it cut out, for messages that quote
 /// what the user typed: `whsec_` and at least 16 base64 characters become
 /// `whsec_...`; a secret without its prefix, typed as an argument or set in
-/// a `CLERK_*` variable (see [`typed_secrets`]), becomes `[redacted]`.
+/// a `CLERK_*` variable (see `typed_secrets`), becomes `[redacted]`.
 pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
     redact_with(text, typed_secrets())
 }

@@ -74,7 +74,7 @@ pub struct App {
     pub bodies: BodyBudget,
 }
 
-/// The room left in [`BODY_BUDGET`], counted in KiB.
+/// The room left in the `BODY_BUDGET`, counted in KiB.
 pub struct BodyBudget {
     room: Arc<Semaphore>,
     total_kib: u32,
