@@ -136,6 +136,11 @@ pub fn wal_path(path: &Path) -> PathBuf {
     beside(path, "-wal")
 }
 
+/// The shared-memory index beside the database at `path`.
+pub fn shm_path(path: &Path) -> PathBuf {
+    beside(path, "-shm")
+}
+
 fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
@@ -147,13 +152,14 @@ fn beside(path: &Path, suffix: &str) -> PathBuf {
 /// service was stopped, say) makes every write fail: each delivery would
 /// get 503 while `/healthz` read happily. So that is found out at the start.
 fn refuse_unwritable(path: &Path) -> anyhow::Result<()> {
-    for file in [path.to_owned(), wal_path(path), beside(path, "-shm")] {
+    for file in [path.to_owned(), wal_path(path), shm_path(path)] {
         // Opening for writing changes nothing in the file.
         match std::fs::OpenOptions::new().write(true).open(&file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => bail!(
                 "cannot write {}: {e}; every file of the database must be writable by the user \
-                 clerk-sync runs as (one left by a command run as another user, root say, while \
-                 it was stopped: give it to that user with chown)",
+                 clerk-sync runs as, on a file system mounted read-write (one left by a command \
+                 run as another user, root say, while it was stopped: give it to that user with \
+                 chown)",
                 file.display()
             ),
             _ => {}
@@ -189,12 +195,15 @@ fn refuse_orphaned_wal(path: &Path) -> anyhow::Result<()> {
 /// lost when the process ends. Checking the path's identity after each commit
 /// and in health checks turns that into 503s until a restart opens the file
 /// the path names. A file overwritten in place keeps its identity and cannot
-/// be told apart.
+/// be told apart. The same goes for the write-ahead log: a `-wal` removed
+/// under SQLite leaves the last commits in a file only this process holds.
 #[derive(Debug, Clone)]
 pub struct DbFile {
     path: PathBuf,
     /// Device and inode at open.
     id: (u64, u64),
+    /// The log's device and inode, from when it was first seen.
+    wal: std::sync::Arc<std::sync::OnceLock<(u64, u64)>>,
 }
 
 /// Why the database file is not the one this process is writing.
@@ -206,6 +215,12 @@ pub enum FileError {
     Replaced,
     #[error("cannot check the database file: {0}")]
     Unreadable(String),
+    #[error(
+        "the database's write-ahead log (-wal) was removed or replaced; its last commits are \
+         only in the copy clerk-sync holds open: stop it with SIGTERM, which copies them into \
+         the database, and start it again"
+    )]
+    WalGone,
 }
 
 impl DbFile {
@@ -215,10 +230,14 @@ impl DbFile {
     /// When `path` cannot be examined.
     pub fn open(path: &Path) -> std::io::Result<Self> {
         let meta = std::fs::metadata(path)?;
-        Ok(Self {
+        let file = Self {
             path: path.to_path_buf(),
             id: (meta.dev(), meta.ino()),
-        })
+            wal: std::sync::Arc::default(),
+        };
+        // Seen now if SQLite has made it already, else at the first check.
+        let _ = file.check_wal();
+        Ok(file)
     }
 
     /// Where the opened file is now, as the kernel names it through this
@@ -245,9 +264,30 @@ impl DbFile {
     /// [`FileError`] says what happened to it.
     pub fn check(&self) -> Result<(), FileError> {
         match std::fs::metadata(&self.path) {
-            Ok(meta) if (meta.dev(), meta.ino()) == self.id => Ok(()),
+            Ok(meta) if (meta.dev(), meta.ino()) == self.id => self.check_wal(),
             Ok(_) => Err(FileError::Replaced),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(FileError::Gone),
+            Err(e) => Err(FileError::Unreadable(e.to_string())),
+        }
+    }
+
+    /// Whether the log beside the file is the one first seen there. SQLite
+    /// removes it only when the last connection closes, so while this
+    /// process runs it stays the same file.
+    fn check_wal(&self) -> Result<(), FileError> {
+        match std::fs::metadata(wal_path(&self.path)) {
+            Ok(meta) => {
+                let id = (meta.dev(), meta.ino());
+                if *self.wal.get_or_init(|| id) == id {
+                    Ok(())
+                } else {
+                    Err(FileError::WalGone)
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.wal.get() {
+                Some(_) => Err(FileError::WalGone),
+                None => Ok(()),
+            },
             Err(e) => Err(FileError::Unreadable(e.to_string())),
         }
     }
@@ -574,6 +614,27 @@ mod tests {
         std::fs::write(dir.path().join("c.db"), b"three").unwrap();
         std::fs::rename(dir.path().join("c.db"), &path).unwrap();
         assert_eq!(file.check(), Err(FileError::Replaced));
+    }
+
+    #[test]
+    fn a_log_removed_or_replaced_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let wal = wal_path(&path);
+        std::fs::write(&path, b"db").unwrap();
+        let file = DbFile::open(&path).unwrap();
+        // No log yet: fine, and the first one seen is the one kept.
+        assert_eq!(file.check(), Ok(()));
+        std::fs::write(&wal, b"log").unwrap();
+        assert_eq!(file.check(), Ok(()));
+        std::fs::write(&wal, b"more log").unwrap();
+        assert_eq!(file.check(), Ok(()));
+        // Held open, as SQLite holds it, so its inode is not reused.
+        let _held = std::fs::File::open(&wal).unwrap();
+        std::fs::remove_file(&wal).unwrap();
+        assert_eq!(file.check(), Err(FileError::WalGone));
+        std::fs::write(&wal, b"another log").unwrap();
+        assert_eq!(file.check(), Err(FileError::WalGone));
     }
 
     #[test]

@@ -392,6 +392,9 @@ fn read_status(path: &Path, unlocked: bool, wal_file: bool) -> anyhow::Result<Va
         // A newer schema may well lack what this binary reads; the report
         // still shows its version, and `status` refuses it.
         Err(_) if newer => None,
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::CannotOpen) => {
+            return Err(e).with_context(|| cannot_open(path));
+        }
         Err(e) => {
             return Err(e)
                 .with_context(|| format!("{} is not a clerk-sync database", path.display()))
@@ -410,6 +413,22 @@ fn read_status(path: &Path, unlocked: bool, wal_file: bool) -> anyhow::Result<Va
     });
     tx.finish()?;
     Ok(report)
+}
+
+/// Why SQLite could not open a file that is there. Left by a crash, a log
+/// needs its `-shm` to be read, and SQLite makes that file when it is
+/// missing, which a read-only directory does not allow.
+fn cannot_open(path: &Path) -> String {
+    if db::wal_path(path).exists() && !db::shm_path(path).exists() {
+        format!(
+            "cannot read {}: its write-ahead log (-wal, left by a stop that was not clean) needs \
+             a -shm file beside it, which could not be made here (a read-only directory?); run \
+             status where it can be, or start serve once to fold the log into the database",
+            path.display()
+        )
+    } else {
+        format!("cannot read {}", path.display())
+    }
 }
 
 /// Fills in `report` one figure at a time, so that a file SQLite can read

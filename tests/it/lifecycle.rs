@@ -1058,6 +1058,56 @@ fn refuses_to_start_beside_a_file_it_cannot_write() {
     );
 }
 
+/// After a crash the log and its `-shm` stay beside the database; without
+/// the `-shm`, in a directory where it cannot be made, `status` says so
+/// rather than calling the file foreign.
+#[test]
+fn status_says_why_a_crashed_database_cannot_be_read_in_a_read_only_directory() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    let mut s = Server::with(Config {
+        db: Some(db.clone()),
+        ..Config::default()
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = delivery(user_event(
+        "user.created",
+        &user_data(&unique_user_id(), T0, T0),
+    ));
+    assert_status(&rt.block_on(s.deliver(&d)), 200, "a delivery");
+    s.signal_and_wait("-KILL");
+    std::fs::remove_file(dir.path().join("mirror.db-shm")).unwrap();
+    assert!(dir.path().join("mirror.db-wal").exists());
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let db_arg = db.to_str().unwrap();
+    let args = ["status", "--db", db_arg];
+    // As root, run it as nobody, for whom the directory is read-only.
+    let cmd = if is_root() {
+        let Some(setpriv) = which("setpriv") else {
+            eprintln!("skipped: running as root without setpriv");
+            return;
+        };
+        let mut cmd = std::process::Command::new(setpriv);
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args(args)
+            .current_dir("/");
+        cmd
+    } else {
+        let mut cmd = base_command(std::path::Path::new("/"));
+        cmd.args(args);
+        cmd
+    };
+    let f = finish(cmd, &args);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(f.status.code(), Some(2), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("needs a -shm file") && !f.stderr.contains("not a clerk-sync"),
+        "{}",
+        f.stderr
+    );
+}
+
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -1072,4 +1122,49 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
+}
+
+/// A `-wal` removed under the running server (a clean-up run by hand) would
+/// leave every later commit in a file only the process holds: a crash then
+/// loses what was acknowledged. Health and deliveries answer 503 instead,
+/// and a stop with SIGTERM copies the log's commits into the database, so
+/// after a restart nothing acknowledged is missing and retries land.
+#[tokio::test]
+async fn a_removed_write_ahead_log_is_refused_until_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mirror.db");
+    let mut s = Server::with(Config {
+        db: Some(db.clone()),
+        ..Config::default()
+    });
+    let created = |uid: &str| delivery(user_event("user.created", &user_data(uid, T0, T0)));
+    let first = created(&unique_user_id());
+    assert_status(&s.deliver(&first).await, 200, "before the log is removed");
+
+    std::fs::remove_file(dir.path().join("mirror.db-wal")).unwrap();
+    let health = s.get("/healthz").await;
+    assert_status(&health, 503, "health once the log is gone");
+    assert!(
+        health.text().contains("write-ahead log"),
+        "{}",
+        health.text()
+    );
+    let second = created(&unique_user_id());
+    let r = s.deliver(&second).await;
+    assert_status(&r, 503, "delivery once the log is gone");
+    assert_eq!(s.stop().code(), Some(0), "{}", s.logs());
+
+    let s = Server::with(Config {
+        db: Some(db.clone()),
+        ..Config::default()
+    });
+    assert_status(&s.get("/healthz").await, 200, "after the restart");
+    let c = s.db();
+    assert_eq!(event_count_for(&c, &first.id), 1, "acknowledged, so kept");
+    assert_status(
+        &s.deliver(&second.resigned(SECRET)).await,
+        200,
+        "the retry after the restart",
+    );
+    assert_eq!(event_count_for(&s.db(), &second.id), 1);
 }
