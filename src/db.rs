@@ -131,18 +131,22 @@ pub fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
-/// The write-ahead log beside the database at `path`.
+/// The write-ahead log of the database at `path`.
 pub fn wal_path(path: &Path) -> PathBuf {
     beside(path, "-wal")
 }
 
-/// The shared-memory index beside the database at `path`.
+/// The shared-memory index of the database at `path`.
 pub fn shm_path(path: &Path) -> PathBuf {
     beside(path, "-shm")
 }
 
+/// SQLite keeps a database's log and index beside the file a symbolic link
+/// leads to, not beside the link.
 fn beside(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
+    let mut name = std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .into_os_string();
     name.push(suffix);
     PathBuf::from(name)
 }
@@ -202,6 +206,8 @@ pub struct DbFile {
     path: PathBuf,
     /// Device and inode at open.
     id: (u64, u64),
+    /// Where SQLite keeps the log of the file opened.
+    wal_path: PathBuf,
     /// The log's device and inode, from when it was first seen.
     wal: std::sync::Arc<std::sync::OnceLock<(u64, u64)>>,
 }
@@ -233,6 +239,7 @@ impl DbFile {
         let file = Self {
             path: path.to_path_buf(),
             id: (meta.dev(), meta.ino()),
+            wal_path: wal_path(path),
             wal: std::sync::Arc::default(),
         };
         // Seen now if SQLite has made it already, else at the first check.
@@ -258,6 +265,11 @@ impl DbFile {
         &self.path
     }
 
+    /// Where the write-ahead log of the file opened is kept.
+    pub fn wal_path(&self) -> &Path {
+        &self.wal_path
+    }
+
     /// Whether `path` still names the file that was opened.
     ///
     /// # Errors
@@ -275,7 +287,7 @@ impl DbFile {
     /// removes it only when the last connection closes, so while this
     /// process runs it stays the same file.
     fn check_wal(&self) -> Result<(), FileError> {
-        match std::fs::metadata(wal_path(&self.path)) {
+        match std::fs::metadata(&self.wal_path) {
             Ok(meta) => {
                 let id = (meta.dev(), meta.ino());
                 if *self.wal.get_or_init(|| id) == id {

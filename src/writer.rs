@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{self, Applier, DbFile, Outcome};
+use crate::db::{self, Applier, DbFile, FileError, Outcome};
 use crate::event::Delivery;
 use crate::metrics::Metrics;
 
@@ -154,11 +154,13 @@ fn run(
     // No forced (TRUNCATE/RESTART) checkpoint on the way out. Closing the
     // last connection checkpoints by itself, and only when no other process
     // (a Litestream replicator, say) has the file open.
-    if file.check().is_err() {
+    if let Err(problem) = file.check() {
         // Except when the path now names another file: the WAL beside it is
         // still this file's, and whatever opens the path next would replay
-        // these frames into the newcomer. Copy them home and empty the WAL.
-        empty_wal_of_moved(&conn, file, lock_wait);
+        // these frames into the newcomer. Or when the log was removed: its
+        // frames are then only in the copy this process holds. Either way,
+        // copy them home and empty the WAL.
+        empty_wal_of_moved(&conn, file, lock_wait, &problem);
     }
 }
 
@@ -168,7 +170,7 @@ fn run(
 /// left whatever its oldest delivery had as the busy timeout); frames newer
 /// than one still open cannot be copied, and are then only in the log at
 /// the old path, which is what the error says, with how to keep them.
-fn empty_wal_of_moved(conn: &Connection, file: &DbFile, lock_wait: Duration) {
+fn empty_wal_of_moved(conn: &Connection, file: &DbFile, lock_wait: Duration, problem: &FileError) {
     let checkpoint = conn.busy_timeout(lock_wait).and_then(|()| {
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
             Ok((
@@ -180,12 +182,22 @@ fn empty_wal_of_moved(conn: &Connection, file: &DbFile, lock_wait: Duration) {
     });
     match checkpoint {
         Ok((0, _, _)) => {}
+        Ok((_, frames, copied)) if *problem == FileError::WalGone => {
+            tracing::error!(
+                database = %file.path().display(),
+                frames_not_copied = frames - copied,
+                "the write-ahead log was removed while clerk-sync ran, and another connection \
+                 was reading, so the commits newer than its read could not be copied into the \
+                 database and end with this process; Svix retries what was answered 503, but \
+                 what was acknowledged before the removal and not yet copied is lost"
+            );
+        }
         Ok((_, frames, copied)) => {
             let moved_to = file
                 .whereabouts()
                 .map_or_else(|| "its new place".to_owned(), |p| p.display().to_string());
             tracing::error!(
-                wal = %db::wal_path(file.path()).display(),
+                wal = %file.wal_path().display(),
                 database_now = %moved_to,
                 frames_not_copied = frames - copied,
                 "the database was moved or replaced while another connection was reading it, so \

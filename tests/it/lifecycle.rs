@@ -1168,3 +1168,46 @@ async fn a_removed_write_ahead_log_is_refused_until_restart() {
     );
     assert_eq!(event_count_for(&s.db(), &second.id), 1);
 }
+
+/// Through a symbolic link, SQLite keeps the log beside the file the link
+/// leads to; that is the log whose removal is noticed.
+#[tokio::test]
+async fn a_removed_log_is_noticed_through_a_symbolic_link() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    let real = dir.path().join("real").join("mirror.db");
+    let mut s = Server::with(Config {
+        db: Some(real.clone()),
+        ..Config::default()
+    });
+    assert!(s.stop().success(), "{}", s.logs());
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let mut s = Server::with(Config {
+        db: Some(link.clone()),
+        ..Config::default()
+    });
+    let created = || {
+        delivery(user_event(
+            "user.created",
+            &user_data(&unique_user_id(), T0, T0),
+        ))
+    };
+    assert_status(&s.deliver(&created()).await, 200, "through the link");
+    // status reads through the link too, the log included.
+    let f = run_to_end(&["status", "--db", link.to_str().unwrap()], &[]);
+    assert!(f.status.success(), "{}", f.stderr);
+    assert!(f.stdout.contains("users           1 "), "{}", f.stdout);
+    std::fs::remove_file(dir.path().join("real").join("mirror.db-wal")).unwrap();
+    assert_status(
+        &s.deliver(&created()).await,
+        503,
+        "once the real log is gone",
+    );
+    assert_status(
+        &s.get("/healthz").await,
+        503,
+        "health once the real log is gone",
+    );
+    assert_eq!(s.stop().code(), Some(0), "{}", s.logs());
+}
