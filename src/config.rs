@@ -61,18 +61,27 @@ fn secret_file(path: &Path) -> String {
 /// `whsec_prod` is a name.
 const MIN_PREFIXED: usize = 16;
 
-/// The shortest unprefixed base64 taken for a secret (16 bytes and more).
-const MIN_UNPREFIXED: usize = 22;
+/// The shortest unprefixed base64 taken for a secret (18 bytes and more,
+/// as the Standard Webhooks examples' shortest).
+const MIN_UNPREFIXED: usize = 24;
+
+/// The shortest configured secret cut from messages wherever it stands;
+/// shorter ones would cut ordinary words.
+const MIN_KNOWN: usize = 8;
 
 /// `text` with every signing secret in it cut out, for messages that quote
 /// what the user typed: `whsec_` and at least 16 base64 characters become
-/// `whsec_...`; a secret without its prefix, typed as an argument or set in
-/// a `CLERK_*` variable (see `typed_secrets`), becomes `[redacted]`.
+/// `whsec_...`; a configured secret (see `remember`), or one without its
+/// prefix typed as an argument or set in a `CLERK_*` variable (see
+/// `typed_secrets`), becomes `[redacted]` wherever it stands.
 pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
-    redact_with(text, typed_secrets())
+    let known = known_secrets()
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    redact_with(text, &known)
 }
 
-fn redact_with<'t>(text: &'t str, typed: &[String]) -> std::borrow::Cow<'t, str> {
+fn redact_with<'t>(text: &'t str, known: &[String]) -> std::borrow::Cow<'t, str> {
     const PREFIX: &str = "whsec_";
     let is_base64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '-' | '_');
     let mut out = String::with_capacity(text.len());
@@ -87,7 +96,7 @@ fn redact_with<'t>(text: &'t str, typed: &[String]) -> std::borrow::Cow<'t, str>
         }
     }
     out.push_str(rest);
-    for secret in typed {
+    for secret in known {
         if out.contains(secret.as_str()) {
             out = out.replace(secret.as_str(), "[redacted]");
         }
@@ -99,37 +108,63 @@ fn redact_with<'t>(text: &'t str, typed: &[String]) -> std::borrow::Cow<'t, str>
     }
 }
 
-/// The unprefixed secrets among the command line's arguments and the
-/// `CLERK_*` variables, found once. Only what the user typed is searched:
-/// any long base64-looking text would also catch ordinary paths and ids.
-fn typed_secrets() -> &'static [String] {
-    static TYPED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    TYPED.get_or_init(|| {
-        let env = std::env::vars_os()
-            .filter(|(name, _)| name.to_string_lossy().starts_with("CLERK_"))
-            .map(|(_, value)| value);
-        let values = std::env::args_os().skip(1).chain(env);
-        unprefixed_secrets_in(values.map(|v| v.to_string_lossy().into_owned()))
+/// The secrets `redact` cuts besides `whsec_` ones, longest first: at first
+/// those typed (see `typed_secrets`) and the one in the environment, then
+/// every configured one as it is loaded.
+fn known_secrets() -> &'static std::sync::RwLock<Vec<String>> {
+    static KNOWN: std::sync::OnceLock<std::sync::RwLock<Vec<String>>> = std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let mut known = typed_secrets();
+        if let Ok(text) = std::env::var(SECRET_ENV) {
+            add_secrets(&mut known, &text);
+        }
+        std::sync::RwLock::new(known)
     })
 }
 
-/// The parts of `values` that read as unprefixed secrets: a whole value, or
-/// what follows `--flag=`, or one of several separated by whitespace or
-/// commas, or one piece of a path.
+/// Adds the secrets in `text` (a secret source's whole content, valid or
+/// not) to what `redact` cuts.
+fn remember(text: &str) {
+    let mut known = known_secrets()
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    add_secrets(&mut known, text);
+}
+
+/// Without their prefix, so that they are cut however a message quotes them.
+fn add_secrets(known: &mut Vec<String>, text: &str) {
+    for token in text.split(|c: char| c.is_whitespace() || c == ',') {
+        let body = token.strip_prefix("whsec_").unwrap_or(token);
+        if body.len() >= MIN_KNOWN && !known.iter().any(|k| k == body) {
+            known.push(body.to_owned());
+        }
+    }
+    known.sort_by_key(|k| std::cmp::Reverse(k.len()));
+}
+
+/// The unprefixed secrets among the command line's arguments and the
+/// `CLERK_*` variables. Only what the user typed is searched: any long
+/// base64-looking text would also catch ordinary paths and ids.
+fn typed_secrets() -> Vec<String> {
+    let env = std::env::vars_os()
+        .filter(|(name, _)| name.to_string_lossy().starts_with("CLERK_"))
+        .map(|(_, value)| value);
+    let values = std::env::args_os().skip(1).chain(env);
+    unprefixed_secrets_in(values.map(|v| v.to_string_lossy().into_owned()))
+}
+
+/// The parts of `values` that read as unprefixed secrets: each word in
+/// them, or a piece of one between `/`s (base64 has `/`, and so do the paths
+/// a secret gets pasted into). Words keep their `_` and `-`, which standard
+/// base64 lacks, so that an id such as `msg_2KWPBgLl...` is no secret.
 fn unprefixed_secrets_in(values: impl Iterator<Item = String>) -> Vec<String> {
-    let mut found = Vec::new();
+    let in_word = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-');
+    let mut found: Vec<String> = Vec::new();
     for value in values {
-        let after_flag = value
-            .strip_prefix("--")
-            .and_then(|v| v.split_once('='))
-            .map(|(_, v)| v.to_owned());
-        for candidate in std::iter::once(value).chain(after_flag) {
-            for token in candidate.split(|c: char| c.is_whitespace() || c == ',') {
-                let pieces = std::iter::once(token).chain(token.split('/'));
-                for piece in pieces {
-                    if looks_like_unprefixed_secret(piece) && !found.iter().any(|f| f == piece) {
-                        found.push(piece.to_owned());
-                    }
+        for run in value.split(|c: char| !in_word(c)) {
+            for piece in std::iter::once(run).chain(run.split('/')) {
+                if looks_like_unprefixed_secret(piece) && !found.iter().any(|f| f == piece) {
+                    found.push(piece.to_owned());
                 }
             }
         }
@@ -155,14 +190,16 @@ fn is_pasted_secret(value: &str) -> bool {
             })
 }
 
-/// Random base64 of this length mixes capitals, small letters and digits;
-/// words seldom do.
+/// Random base64 of this length is about two fifths capitals, two fifths
+/// small letters and some digits or `+`; names, even in CamelCase, seldom
+/// are.
 fn looks_like_unprefixed_secret(text: &str) -> bool {
+    let count = |f: fn(&u8) -> bool| text.bytes().filter(f).count();
+    let fifth = text.len() / 5;
     text.len() >= MIN_UNPREFIXED
-        && !text.starts_with("whsec_")
-        && text.bytes().any(|b| b.is_ascii_uppercase())
-        && text.bytes().any(|b| b.is_ascii_lowercase())
-        && text.bytes().any(|b| b.is_ascii_digit())
+        && count(u8::is_ascii_uppercase) >= fifth
+        && count(u8::is_ascii_lowercase) >= fifth
+        && text.bytes().any(|b| b.is_ascii_digit() || b == b'+')
         && Secrets::parse(text).is_ok()
 }
 
@@ -173,6 +210,7 @@ fn from_file(path: &Path, source: &str) -> anyhow::Result<Secrets> {
 }
 
 fn parse(text: &str, source: &str) -> anyhow::Result<Secrets> {
+    remember(text);
     Secrets::parse(text).map_err(|e| match e {
         SecretError::Missing => anyhow!("{source} is empty; {FIX}"),
         other => anyhow!("{source}: {other}; {FIX}"),
@@ -222,6 +260,27 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_secret_is_cut_wherever_it_stands() {
+        let mut known = Vec::new();
+        add_secrets(
+            &mut known,
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw, abcdefghABCDEFGH",
+        );
+        assert_eq!(
+            redact_with(
+                "cannot listen on 127.0.0.1:xMfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                &known
+            ),
+            "cannot listen on 127.0.0.1:x[redacted]"
+        );
+        // One without digits, which no guess would take for a secret.
+        assert_eq!(
+            redact_with("invalid value 'abcdefghABCDEFGH;'", &known),
+            "invalid value '[redacted];'"
+        );
+    }
+
+    #[test]
     fn redaction_keeps_everything_but_the_secrets() {
         let none: &[String] = &[];
         assert_eq!(redact_with("no secret here", none), "no secret here");
@@ -244,7 +303,9 @@ mod tests {
                 "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
                 "--db=/srv/C2FVsBQIhrscChlQIMV+b5sSYspob7oD/x.db",
                 "/home/Alice/Documents2024/clerk.db",
+                "/srv/Projects/ClerkSyncMirror2024Prod/users.db",
                 "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W x",
+                "127.0.0.1:C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
             ]
             .into_iter()
             .map(String::from),
@@ -277,6 +338,7 @@ mod tests {
             "cannot read secret file /etc/clerk-sync/whsec_prod: not found",
             "no database at /home/Alice/Documents2024/clerk.db",
             "cannot open /srv/Projects/ClerkSync2024/data/users.db: denied",
+            "no database at /srv/Projects/ClerkSyncMirror2024Prod/users.db",
             "http://127.0.0.1:8080/api/clerk-webhook answered 401",
             "invalid value 'msg_2KWPBgLlAfxdpx2AI54pPJ85f4W x' for '--id <ID>'",
         ] {

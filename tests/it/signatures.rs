@@ -765,6 +765,23 @@ fn help_never_shows_the_secret() {
             assert!(!all.contains(b64), "{args:?} shows the secret:\n{all}");
         }
     }
+    // The configured secret is cut wherever it stands, also glued to other
+    // text where no guess would find it.
+    let body = SECRET.trim_start_matches("whsec_");
+    let listen = format!("127.0.0.1:{body}");
+    let glued = format!("x{body}.db");
+    for args in [
+        &["serve", "--listen", &listen, "--db", db][..],
+        &["status", "--db", &glued][..],
+    ] {
+        let f = run_to_end(args, &[("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)]);
+        let all = format!("{}{}", f.stdout, f.stderr);
+        assert!(
+            !f.status.success() && all.contains("error"),
+            "{args:?}: {all}"
+        );
+        assert!(!all.contains(body), "{args:?} shows the secret:\n{all}");
+    }
     // A path that only looks random in places is named as it is.
     let path = "/nonexistent/Documents2024/ClerkSync2025Mirror/users.db";
     let f = run_to_end(&["status", "--db", path], &[]);
