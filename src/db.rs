@@ -142,13 +142,32 @@ pub fn shm_path(path: &Path) -> PathBuf {
 }
 
 /// SQLite keeps a database's log and index beside the file a symbolic link
-/// leads to, not beside the link.
+/// leads to, not beside the link, also when that file is not there (yet).
 fn beside(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = std::fs::canonicalize(path)
-        .unwrap_or_else(|_| path.to_owned())
-        .into_os_string();
+    let mut name = link_target(path).into_os_string();
     name.push(suffix);
     PathBuf::from(name)
+}
+
+/// Where `path` leads through symbolic links, as SQLite follows them.
+fn link_target(path: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    // A link to nothing: follow it by hand (a bounded number of hops, as
+    // the kernel does), so that a log left where it points is still found.
+    let mut at = path.to_owned();
+    for _ in 0..40 {
+        match std::fs::read_link(&at) {
+            Ok(target) => {
+                at = at
+                    .parent()
+                    .map_or_else(|| target.clone(), |dir| dir.join(&target))
+            }
+            Err(_) => break,
+        }
+    }
+    at
 }
 
 /// SQLite opens a database it may not write read-only without a word, and a

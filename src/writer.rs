@@ -187,9 +187,10 @@ fn empty_wal_of_moved(conn: &Connection, file: &DbFile, lock_wait: Duration, pro
                 database = %file.path().display(),
                 frames_not_copied = frames - copied,
                 "the write-ahead log was removed while clerk-sync ran, and another connection \
-                 was reading, so the commits newer than its read could not be copied into the \
-                 database and end with this process; Svix retries what was answered 503, but \
-                 what was acknowledged before the removal and not yet copied is lost"
+                 was reading, so clerk-sync could not copy the commits newer than that read into \
+                 the database; they are now only in the removed log that connection holds, and \
+                 are lost unless it copies them when it closes (SQLite does when it is the last \
+                 connection and may write)"
             );
         }
         Ok((_, frames, copied)) => {

@@ -1211,3 +1211,45 @@ async fn a_removed_log_is_noticed_through_a_symbolic_link() {
     );
     assert_eq!(s.stop().code(), Some(0), "{}", s.logs());
 }
+
+/// A link to a database that is gone, beside whose target a log with
+/// acknowledged commits is left (a crash, then the file removed): the start
+/// is refused as it is on the target's own path, rather than SQLite
+/// deleting that log when it makes a new database there.
+#[tokio::test]
+async fn a_link_to_a_removed_database_does_not_hide_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::fs::create_dir(dir.path().join("l")).unwrap();
+    let real = dir.path().join("real").join("x.db");
+    let mut s = Server::with(Config {
+        db: Some(real.clone()),
+        ..Config::default()
+    });
+    let d = delivery(user_event(
+        "user.created",
+        &user_data(&unique_user_id(), T0, T0),
+    ));
+    assert_status(&s.deliver(&d).await, 200, "before the crash");
+    s.signal_and_wait("-KILL");
+    std::fs::remove_file(&real).unwrap();
+    let wal = dir.path().join("real").join("x.db-wal");
+    let wal_len = std::fs::metadata(&wal).unwrap().len();
+    let link = dir.path().join("l").join("x.db");
+    std::os::unix::fs::symlink("../real/x.db", &link).unwrap();
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        link.to_str().unwrap(),
+    ];
+    let f = run_to_end(&args, &[("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)]);
+    assert!(!f.status.success(), "started: {}", f.stderr);
+    assert!(f.stderr.contains("x.db-wal"), "{}", f.stderr);
+    assert_eq!(
+        std::fs::metadata(&wal).unwrap().len(),
+        wal_len,
+        "the log is kept"
+    );
+}
