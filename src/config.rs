@@ -118,8 +118,45 @@ fn known_secrets() -> &'static std::sync::RwLock<Vec<String>> {
         if let Ok(text) = std::env::var(SECRET_ENV) {
             add_secrets(&mut known, &text);
         }
+        // The files a secret may come from, read now: an error about the
+        // command line comes before any secret is loaded, and may quote one.
+        for file in secret_files() {
+            if let Ok(text) = read_small(&file) {
+                add_secrets(&mut known, &text);
+            }
+        }
         std::sync::RwLock::new(known)
     })
+}
+
+/// Every file this run could load secrets from: `--secret-file` (as typed,
+/// before the command line is parsed), its variable, the systemd credential.
+fn secret_files() -> Vec<PathBuf> {
+    let args: Vec<_> = std::env::args_os().collect();
+    let mut files: Vec<PathBuf> = args
+        .windows(2)
+        .filter(|pair| pair[0] == "--secret-file")
+        .map(|pair| PathBuf::from(&pair[1]))
+        .collect();
+    files.extend(args.iter().filter_map(|arg| {
+        let arg = arg.to_str()?;
+        arg.strip_prefix("--secret-file=").map(PathBuf::from)
+    }));
+    files.extend(std::env::var_os("CLERK_WEBHOOK_SIGNING_SECRET_FILE").map(PathBuf::from));
+    files.extend(
+        std::env::var_os("CREDENTIALS_DIRECTORY").map(|d| PathBuf::from(d).join(CREDENTIAL_NAME)),
+    );
+    files
+}
+
+/// A secret file's text, if it is one: small and text.
+fn read_small(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(64 * 1024)
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Adds the secrets in `text` (a secret source's whole content, valid or
@@ -162,7 +199,10 @@ fn unprefixed_secrets_in(values: impl Iterator<Item = String>) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
     for value in values {
         for run in value.split(|c: char| !in_word(c)) {
-            for piece in std::iter::once(run).chain(run.split('/')) {
+            // Whole, unless it reads as a path (starts with `/`, or has more
+            // of them than 32 random base64 characters are likely to).
+            let whole = (!run.starts_with('/') && run.matches('/').count() <= 2).then_some(run);
+            for piece in whole.into_iter().chain(run.split('/')) {
                 if looks_like_unprefixed_secret(piece) && !found.iter().any(|f| f == piece) {
                     found.push(piece.to_owned());
                 }
@@ -304,6 +344,8 @@ mod tests {
                 "--db=/srv/C2FVsBQIhrscChlQIMV+b5sSYspob7oD/x.db",
                 "/home/Alice/Documents2024/clerk.db",
                 "/srv/Projects/ClerkSyncMirror2024Prod/users.db",
+                "/Users/JDoe/OneDrive/MyApp/DB/Prod2024/clerk.db",
+                "/mnt/S3/MyOrg/ClerkSync/QA/DB1/x.db",
                 "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W x",
                 "127.0.0.1:C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
             ]
@@ -339,6 +381,8 @@ mod tests {
             "no database at /home/Alice/Documents2024/clerk.db",
             "cannot open /srv/Projects/ClerkSync2024/data/users.db: denied",
             "no database at /srv/Projects/ClerkSyncMirror2024Prod/users.db",
+            "no database at /Users/JDoe/OneDrive/MyApp/DB/Prod2024/clerk.db",
+            "no database at /mnt/S3/MyOrg/ClerkSync/QA/DB1/x.db",
             "http://127.0.0.1:8080/api/clerk-webhook answered 401",
             "invalid value 'msg_2KWPBgLlAfxdpx2AI54pPJ85f4W x' for '--id <ID>'",
         ] {

@@ -76,10 +76,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bodies: routes::BodyBudget::new(args.max_body),
     });
     tracing::info!(
-        db = %config::redact(&args.db.to_string_lossy()),
+        db = %args.db.display(),
         secrets = app.secrets.len(),
         "listening on http://{addr} (webhook path {})",
-        config::redact(&args.path)
+        args.path
     );
     if let Err(e) = notify::notify(&format!("READY=1\nSTATUS=listening on {addr}")) {
         tracing::warn!(error = %e, "cannot notify systemd");

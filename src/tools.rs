@@ -227,7 +227,9 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Err(reason) => {
             // Not eprintln!, which panics on a stderr it cannot write; the exit
             // code carries the verdict either way.
-            let _ = writeln!(std::io::stderr(), "invalid: {reason}");
+            // The reason may quote what was typed, a secret in the wrong
+            // place included.
+            let _ = writeln!(std::io::stderr(), "invalid: {}", config::redact(&reason));
             Ok(ExitCode::from(1))
         }
     }

@@ -695,6 +695,22 @@ async fn empty_settings_count_as_not_given() {
     assert!(f.stderr.contains("--max-body"), "{}", f.stderr);
 }
 
+/// Log lines quote paths and addresses as typed; a secret in one is cut.
+#[tokio::test]
+async fn log_lines_never_show_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = SECRET.trim_start_matches("whsec_");
+    let mut s = Server::with(Config {
+        db: Some(dir.path().join(format!("x{body}.db"))),
+        ..Config::default()
+    });
+    assert_status(&s.get("/healthz").await, 200, "a server on that path");
+    assert!(s.stop().success());
+    let logs = s.logs();
+    assert!(logs.contains("listening on"), "{logs}");
+    assert!(!logs.contains(body), "the log shows the secret:\n{logs}");
+}
+
 #[test]
 fn help_never_shows_the_secret() {
     let sentinel = "whsec_SGVscFNlbnRpbmVsU2VjcmV0VmFsdWUxMjM0NTY=";
@@ -780,6 +796,40 @@ fn help_never_shows_the_secret() {
             !f.status.success() && all.contains("error"),
             "{args:?}: {all}"
         );
+        assert!(!all.contains(body), "{args:?} shows the secret:\n{all}");
+    }
+    // Nor when the secret is in a file, for errors that come before it is
+    // loaded, nor in verify's verdict.
+    let file = dir.path().join("secret");
+    std::fs::write(&file, SECRET).unwrap();
+    let file = file.to_str().unwrap();
+    let tolerance = format!("x-{body}");
+    for (args, env) in [
+        (
+            &["serve", "--tolerance", &tolerance][..],
+            ("CLERK_WEBHOOK_SIGNING_SECRET_FILE", file),
+        ),
+        (
+            &["status", "--db", &glued][..],
+            ("CLERK_WEBHOOK_SIGNING_SECRET_FILE", file),
+        ),
+        (
+            &[
+                "verify",
+                db,
+                "--id",
+                "msg_1",
+                "--timestamp",
+                SECRET,
+                "--signature",
+                "v1,x",
+            ][..],
+            ("CLERK_WEBHOOK_SIGNING_SECRET", SECRET),
+        ),
+    ] {
+        let f = run_to_end(args, &[env]);
+        let all = format!("{}{}", f.stdout, f.stderr);
+        assert!(!f.status.success(), "{args:?}: {all}");
         assert!(!all.contains(body), "{args:?} shows the secret:\n{all}");
     }
     // A path that only looks random in places is named as it is.
