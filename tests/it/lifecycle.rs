@@ -14,6 +14,23 @@ use crate::common::*;
 
 const T0: i64 = 1_700_000_000_000;
 
+/// A server on the database at `db`, as the tests that restart or damage
+/// one need.
+fn server_at(db: &std::path::Path) -> Server {
+    Server::with(Config {
+        db: Some(db.to_owned()),
+        ..Config::default()
+    })
+}
+
+/// A signed `user.created` of a new user.
+fn a_new_user() -> Delivery {
+    delivery(user_event(
+        "user.created",
+        &user_data(&unique_user_id(), T0, T0),
+    ))
+}
+
 #[tokio::test]
 async fn sigterm_exits_zero_and_healthz_answers_while_running() {
     let mut s = Server::start();
@@ -165,12 +182,7 @@ async fn a_delivery_waits_for_a_lock_no_longer_than_the_busy_timeout() {
             (r.status, sent.elapsed())
         })
     };
-    let new_user = || {
-        delivery(user_event(
-            "user.created",
-            &user_data(&unique_user_id(), T0, T0),
-        ))
-    };
+    let new_user = || a_new_user();
     let first = timed(new_user());
     tokio::time::sleep(busy / 4).await;
     let second = timed(new_user());
@@ -665,10 +677,7 @@ async fn every_acknowledged_delivery_survives_a_kill() {
     const CONNS: usize = 16;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
-    let mut s = Server::with(Config {
-        db: Some(db.clone()),
-        ..Config::default()
-    });
+    let mut s = server_at(&db);
     let deliveries: Arc<Vec<Delivery>> = Arc::new(
         (0..N)
             .map(|i| {
@@ -711,10 +720,7 @@ async fn every_acknowledged_delivery_survives_a_kill() {
         assert_eq!(event_count_for(&c, id), 1, "acknowledged {id} was lost");
     }
     drop(c);
-    let again = Server::with(Config {
-        db: Some(db.clone()),
-        ..Config::default()
-    });
+    let again = server_at(&db);
     let retry = deliveries[0].resigned(SECRET);
     assert_status(&again.deliver(&retry).await, 200, "retry after the crash");
     assert_eq!(event_count_for(&again.db(), &deliveries[0].id), 1);
@@ -771,14 +777,8 @@ async fn full_disk_gives_503_then_the_retry_applies() {
         return;
     };
     let db = disk.path().join("full.db");
-    let s = Server::with(Config {
-        db: Some(db.clone()),
-        ..Config::default()
-    });
-    let first = delivery(user_event(
-        "user.created",
-        &user_data(&unique_user_id(), T0, T0),
-    ));
+    let s = server_at(&db);
+    let first = a_new_user();
     assert_status(&s.deliver(&first).await, 200, "before the disk is full");
 
     let filler = disk.fill();
@@ -861,15 +861,9 @@ fn refuses_a_file_it_cannot_use() {
 async fn a_move_under_a_reader_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("mirror.db");
-    let mut s = Server::with(Config {
-        db: Some(db.clone()),
-        ..Config::default()
-    });
+    let mut s = server_at(&db);
     let deliver_new = |what: &'static str| {
-        let d = delivery(user_event(
-            "user.created",
-            &user_data(&unique_user_id(), T0, T0),
-        ));
+        let d = a_new_user();
         (d, what)
     };
     let mut acknowledged = Vec::new();
@@ -940,14 +934,8 @@ async fn a_move_under_a_reader_loses_nothing_acknowledged() {
 async fn a_database_file_moved_away_or_replaced_is_refused_until_restart() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("mirror.db");
-    let mut s = Server::with(Config {
-        db: Some(db.clone()),
-        ..Config::default()
-    });
-    let first = delivery(user_event(
-        "user.created",
-        &user_data(&unique_user_id(), T0, T0),
-    ));
+    let mut s = server_at(&db);
+    let first = a_new_user();
     assert_status(&s.deliver(&first).await, 200, "before the file moves");
     assert_status(&s.get("/healthz").await, 200, "before the file moves");
 
@@ -957,10 +945,7 @@ async fn a_database_file_moved_away_or_replaced_is_refused_until_restart() {
     assert_status(&health, 503, "health once the file is gone");
     health.assert_json_reason();
     assert!(health.text().contains("removed"), "{}", health.text());
-    let second = delivery(user_event(
-        "user.created",
-        &user_data(&unique_user_id(), T0, T0),
-    ));
+    let second = a_new_user();
     let r = s.deliver(&second).await;
     assert_status(&r, 503, "delivery once the file is gone");
     r.assert_json_reason();
@@ -989,10 +974,7 @@ async fn a_database_file_moved_away_or_replaced_is_refused_until_restart() {
     assert_eq!(event_count_for(&old, &first.id), 1);
     drop(old);
 
-    let s = Server::with(Config {
-        db: Some(db.clone()),
-        ..Config::default()
-    });
+    let s = server_at(&db);
     assert_status(&s.get("/healthz").await, 200, "after the restart");
     assert_status(
         &s.deliver(&second.resigned(SECRET)).await,
@@ -1018,10 +1000,7 @@ fn refuses_to_start_beside_a_file_it_cannot_write() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("mirror.db");
-    let mut s = Server::with(Config {
-        db: Some(db.clone()),
-        ..Config::default()
-    });
+    let mut s = server_at(&db);
     assert!(s.stop().success(), "{}", s.logs());
     let shm = dir.path().join("mirror.db-shm");
     std::fs::write(&shm, b"").unwrap();
@@ -1033,15 +1012,11 @@ fn refuses_to_start_beside_a_file_it_cannot_write() {
         let mode = std::fs::Permissions::from_mode(0o777);
         std::fs::set_permissions(dir.path(), mode).unwrap();
         std::os::unix::fs::chown(&db, Some(65534), Some(65534)).unwrap();
-        let Some(setpriv) = which("setpriv") else {
+        let Some(mut cmd) = as_nobody(&args, dir.path()) else {
             eprintln!("skipped: running as root without setpriv");
             return;
         };
-        let mut cmd = std::process::Command::new(setpriv);
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
-            .args(args)
-            .env("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)
-            .current_dir(dir.path());
+        cmd.env("CLERK_WEBHOOK_SIGNING_SECRET", SECRET);
         cmd
     } else {
         std::fs::set_permissions(&shm, std::fs::Permissions::from_mode(0o444)).unwrap();
@@ -1066,15 +1041,9 @@ fn status_says_why_a_crashed_database_cannot_be_read_in_a_read_only_directory() 
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("mirror.db");
-    let mut s = Server::with(Config {
-        db: Some(db.clone()),
-        ..Config::default()
-    });
+    let mut s = server_at(&db);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let d = delivery(user_event(
-        "user.created",
-        &user_data(&unique_user_id(), T0, T0),
-    ));
+    let d = a_new_user();
     assert_status(&rt.block_on(s.deliver(&d)), 200, "a delivery");
     s.signal_and_wait("-KILL");
     std::fs::remove_file(dir.path().join("mirror.db-shm")).unwrap();
@@ -1084,14 +1053,10 @@ fn status_says_why_a_crashed_database_cannot_be_read_in_a_read_only_directory() 
     let args = ["status", "--db", db_arg];
     // As root, run it as nobody, for whom the directory is read-only.
     let cmd = if is_root() {
-        let Some(setpriv) = which("setpriv") else {
+        let Some(cmd) = as_nobody(&args, std::path::Path::new("/")) else {
             eprintln!("skipped: running as root without setpriv");
             return;
         };
-        let mut cmd = std::process::Command::new(setpriv);
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
-            .args(args)
-            .current_dir("/");
         cmd
     } else {
         let mut cmd = base_command(std::path::Path::new("/"));
@@ -1106,6 +1071,16 @@ fn status_says_why_a_crashed_database_cannot_be_read_in_a_read_only_directory() 
         "{}",
         f.stderr
     );
+}
+
+/// `clerk-sync ARGS` run as nobody (uid 65534), for whom file permissions
+/// bind as they do for a service's user; `None` without `setpriv`.
+fn as_nobody(args: &[&str], cwd: &std::path::Path) -> Option<std::process::Command> {
+    let mut cmd = std::process::Command::new(which("setpriv")?);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(args)
+        .current_dir(cwd);
+    Some(cmd)
 }
 
 fn is_root() -> bool {
@@ -1133,12 +1108,8 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
 async fn a_removed_write_ahead_log_is_refused_until_restart() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("mirror.db");
-    let mut s = Server::with(Config {
-        db: Some(db.clone()),
-        ..Config::default()
-    });
-    let created = |uid: &str| delivery(user_event("user.created", &user_data(uid, T0, T0)));
-    let first = created(&unique_user_id());
+    let mut s = server_at(&db);
+    let first = a_new_user();
     assert_status(&s.deliver(&first).await, 200, "before the log is removed");
 
     std::fs::remove_file(dir.path().join("mirror.db-wal")).unwrap();
@@ -1149,15 +1120,12 @@ async fn a_removed_write_ahead_log_is_refused_until_restart() {
         "{}",
         health.text()
     );
-    let second = created(&unique_user_id());
+    let second = a_new_user();
     let r = s.deliver(&second).await;
     assert_status(&r, 503, "delivery once the log is gone");
     assert_eq!(s.stop().code(), Some(0), "{}", s.logs());
 
-    let s = Server::with(Config {
-        db: Some(db.clone()),
-        ..Config::default()
-    });
+    let s = server_at(&db);
     assert_status(&s.get("/healthz").await, 200, "after the restart");
     let c = s.db();
     assert_eq!(event_count_for(&c, &first.id), 1, "acknowledged, so kept");
@@ -1176,31 +1144,19 @@ async fn a_removed_log_is_noticed_through_a_symbolic_link() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("real")).unwrap();
     let real = dir.path().join("real").join("mirror.db");
-    let mut s = Server::with(Config {
-        db: Some(real.clone()),
-        ..Config::default()
-    });
+    let mut s = server_at(&real);
     assert!(s.stop().success(), "{}", s.logs());
     let link = dir.path().join("link.db");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let mut s = Server::with(Config {
-        db: Some(link.clone()),
-        ..Config::default()
-    });
-    let created = || {
-        delivery(user_event(
-            "user.created",
-            &user_data(&unique_user_id(), T0, T0),
-        ))
-    };
-    assert_status(&s.deliver(&created()).await, 200, "through the link");
+    let mut s = server_at(&link);
+    assert_status(&s.deliver(&a_new_user()).await, 200, "through the link");
     // status reads through the link too, the log included.
     let f = run_to_end(&["status", "--db", link.to_str().unwrap()], &[]);
     assert!(f.status.success(), "{}", f.stderr);
     assert!(f.stdout.contains("users           1 "), "{}", f.stdout);
     std::fs::remove_file(dir.path().join("real").join("mirror.db-wal")).unwrap();
     assert_status(
-        &s.deliver(&created()).await,
+        &s.deliver(&a_new_user()).await,
         503,
         "once the real log is gone",
     );
@@ -1222,14 +1178,8 @@ async fn a_link_to_a_removed_database_does_not_hide_its_log() {
     std::fs::create_dir(dir.path().join("real")).unwrap();
     std::fs::create_dir(dir.path().join("l")).unwrap();
     let real = dir.path().join("real").join("x.db");
-    let mut s = Server::with(Config {
-        db: Some(real.clone()),
-        ..Config::default()
-    });
-    let d = delivery(user_event(
-        "user.created",
-        &user_data(&unique_user_id(), T0, T0),
-    ));
+    let mut s = server_at(&real);
+    let d = a_new_user();
     assert_status(&s.deliver(&d).await, 200, "before the crash");
     s.signal_and_wait("-KILL");
     std::fs::remove_file(&real).unwrap();
