@@ -149,12 +149,27 @@ fn secret_files() -> Vec<PathBuf> {
     files
 }
 
-/// A secret file's text, if it is one: small and text.
+/// The most a secret file may hold: a few secrets take a few hundred bytes.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// A secret file's text. Only a regular file of at most
+/// [`MAX_SECRET_FILE`] bytes is read: a FIFO would block the start for
+/// good, and `/dev/zero` would never end.
 fn read_small(path: &Path) -> std::io::Result<String> {
-    use std::io::Read as _;
+    use std::io::{Error, ErrorKind, Read as _};
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > MAX_SECRET_FILE {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("larger than {MAX_SECRET_FILE} bytes, so not a secret file"),
+        ));
+    }
     let mut text = String::new();
     std::fs::File::open(path)?
-        .take(64 * 1024)
+        .take(MAX_SECRET_FILE)
         .read_to_string(&mut text)?;
     Ok(text)
 }
@@ -244,7 +259,7 @@ fn looks_like_unprefixed_secret(text: &str) -> bool {
 }
 
 fn from_file(path: &Path, source: &str) -> anyhow::Result<Secrets> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {source}"))?;
+    let text = read_small(path).with_context(|| format!("cannot read {source}"))?;
     // Some editors start a UTF-8 file with a byte-order mark.
     parse(text.strip_prefix('\u{feff}').unwrap_or(&text), source)
 }
@@ -288,6 +303,26 @@ mod tests {
                 message.contains(&format!("secret file {path}:")),
                 "{message}"
             );
+        }
+    }
+
+    #[test]
+    fn only_a_small_regular_file_is_read_as_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'A'; 100_000]).unwrap();
+        // Opening a FIFO to read waits for a writer that never comes.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        for (path, why) in [
+            (Path::new("/dev/zero"), "not a regular file"),
+            (dir.path(), "not a regular file"),
+            (fifo.as_path(), "not a regular file"),
+            (big.as_path(), "larger than"),
+        ] {
+            let e = load_secrets(Some(path)).unwrap_err();
+            assert!(format!("{e:#}").contains(why), "{e:#}");
         }
     }
 
