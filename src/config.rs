@@ -120,10 +120,8 @@ fn known_secrets() -> &'static std::sync::RwLock<Vec<String>> {
         }
         // The files a secret may come from, read now: an error about the
         // command line comes before any secret is loaded, and may quote one.
-        for file in secret_files() {
-            if let Ok(text) = read_small(&file) {
-                add_secrets(&mut known, &text);
-            }
+        for text in secret_files().iter().filter_map(|f| read_early(f)) {
+            add_secrets(&mut known, &text);
         }
         std::sync::RwLock::new(known)
     })
@@ -152,26 +150,31 @@ fn secret_files() -> Vec<PathBuf> {
 /// The most a secret file may hold: a few secrets take a few hundred bytes.
 const MAX_SECRET_FILE: u64 = 64 * 1024;
 
-/// A secret file's text. Only a regular file of at most
-/// [`MAX_SECRET_FILE`] bytes is read: a FIFO would block the start for
-/// good, and `/dev/zero` would never end.
-fn read_small(path: &Path) -> std::io::Result<String> {
+/// A secret file's text, at most [`MAX_SECRET_FILE`] bytes of it, or why
+/// not: `/dev/zero` would never end. A pipe (`--secret-file <(...)`) is
+/// read, once.
+fn read_secret_file(path: &Path) -> std::io::Result<String> {
     use std::io::{Error, ErrorKind, Read as _};
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
-    }
-    if meta.len() > MAX_SECRET_FILE {
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_SECRET_FILE + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SECRET_FILE {
         return Err(Error::new(
-            ErrorKind::InvalidInput,
+            ErrorKind::InvalidData,
             format!("larger than {MAX_SECRET_FILE} bytes, so not a secret file"),
         ));
     }
-    let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_SECRET_FILE)
-        .read_to_string(&mut text)?;
     Ok(text)
+}
+
+/// A secret file read early, for redaction only: a regular file, so that
+/// a pipe is left whole for the real read and a FIFO never blocks here.
+fn read_early(path: &Path) -> Option<String> {
+    std::fs::metadata(path)
+        .is_ok_and(|m| m.is_file())
+        .then(|| read_secret_file(path).ok())
+        .flatten()
 }
 
 /// Adds the secrets in `text` (a secret source's whole content, valid or
@@ -185,6 +188,7 @@ fn remember(text: &str) {
 
 /// Without their prefix, so that they are cut however a message quotes them.
 fn add_secrets(known: &mut Vec<String>, text: &str) {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for token in text.split(|c: char| c.is_whitespace() || c == ',') {
         let body = token.strip_prefix("whsec_").unwrap_or(token);
         if body.len() >= MIN_KNOWN && !known.iter().any(|k| k == body) {
@@ -259,7 +263,7 @@ fn looks_like_unprefixed_secret(text: &str) -> bool {
 }
 
 fn from_file(path: &Path, source: &str) -> anyhow::Result<Secrets> {
-    let text = read_small(path).with_context(|| format!("cannot read {source}"))?;
+    let text = read_secret_file(path).with_context(|| format!("cannot read {source}"))?;
     // Some editors start a UTF-8 file with a byte-order mark.
     parse(text.strip_prefix('\u{feff}').unwrap_or(&text), source)
 }
@@ -307,7 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_small_regular_file_is_read_as_secrets() {
+    fn a_secret_file_is_read_within_bounds() {
         let dir = tempfile::tempdir().unwrap();
         let big = dir.path().join("big");
         std::fs::write(&big, vec![b'A'; 100_000]).unwrap();
@@ -316,14 +320,21 @@ mod tests {
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
         assert!(made.is_ok_and(|s| s.success()), "mkfifo");
         for (path, why) in [
-            (Path::new("/dev/zero"), "not a regular file"),
-            (dir.path(), "not a regular file"),
-            (fifo.as_path(), "not a regular file"),
+            (Path::new("/dev/zero"), "larger than"),
+            (dir.path(), "directory"),
             (big.as_path(), "larger than"),
         ] {
             let e = load_secrets(Some(path)).unwrap_err();
             assert!(format!("{e:#}").contains(why), "{e:#}");
         }
+        // A pipe is read once, when the secrets are loaded, not early.
+        assert_eq!(read_early(&fifo), None);
+        let writer = std::thread::spawn({
+            let fifo = fifo.clone();
+            move || std::fs::write(fifo, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n")
+        });
+        assert_eq!(load_secrets(Some(&fifo)).unwrap().len(), 1);
+        writer.join().unwrap().unwrap();
     }
 
     #[test]
@@ -336,6 +347,9 @@ mod tests {
 
     #[test]
     fn a_configured_secret_is_cut_wherever_it_stands() {
+        let mut bom = Vec::new();
+        add_secrets(&mut bom, "\u{feff}whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n");
+        assert_eq!(bom, ["MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]);
         let mut known = Vec::new();
         add_secrets(
             &mut known,
