@@ -160,17 +160,22 @@ fn run(
         // these frames into the newcomer. Or when the log was removed: its
         // frames are then only in the copy this process holds. Either way,
         // copy them home and empty the WAL.
-        empty_wal_of_moved(&conn, file, lock_wait, &problem);
+        empty_wal_into_open_file(&conn, file, lock_wait, &problem);
     }
 }
 
 /// Copies every committed frame into the database file this process has
-/// open (wherever it now is) and empties the log. SQLite waits up to
-/// `lock_wait` for other connections' read transactions (the last batch
-/// left whatever its oldest delivery had as the busy timeout); frames newer
-/// than one still open cannot be copied, and are then only in the log at
-/// the old path, which is what the error says, with how to keep them.
-fn empty_wal_of_moved(conn: &Connection, file: &DbFile, lock_wait: Duration, problem: &FileError) {
+/// open (wherever it now is) and empties the log, after `problem` made the
+/// path unsafe to leave it to. SQLite waits up to `lock_wait` (set here: the
+/// last batch may have left less) for other connections' read transactions;
+/// frames newer than one still open cannot be copied, and the error says
+/// where they are left.
+fn empty_wal_into_open_file(
+    conn: &Connection,
+    file: &DbFile,
+    lock_wait: Duration,
+    problem: &FileError,
+) {
     let checkpoint = conn.busy_timeout(lock_wait).and_then(|()| {
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
             Ok((
