@@ -403,6 +403,21 @@ async fn connections_past_the_limit_wait_their_turn() {
     assert_status(&r, 200, "the waiting delivery");
 }
 
+/// Headers far past the 64 KiB read buffer are refused by the HTTP layer
+/// with 431 (hyper's own default would have taken ~400 KB of them).
+#[tokio::test]
+async fn headers_far_past_the_read_buffer_are_431() {
+    let s = Server::start();
+    let d = delivery(created_body());
+    let pad = format!("x-padding: {}", "a".repeat(256 * 1024));
+    let length = format!("content-length: {}", d.body.len());
+    let head = raw_head(s.addr, &s.path, &d.headers(), &[&pad, &length]);
+    let r = raw_exchange(s.addr, &head, &[&d.body]).await;
+    assert_status(&r, 431, "256 KiB of headers");
+    assert_eq!(count(&s.db(), "webhook_events"), 0);
+    assert_status(&s.deliver(&d).await, 200, "the same delivery without them");
+}
+
 /// The soft limit on open files, from /proc (None where there is none).
 fn open_file_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
