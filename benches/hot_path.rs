@@ -6,9 +6,9 @@
 
 use std::hint::black_box;
 
-use clerk_sync::db;
 use clerk_sync::event::{self, Delivery};
 use clerk_sync::signature::Secrets;
+use clerk_sync::store as db;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

@@ -839,7 +839,7 @@ fn start_clerk_sync(bin: &Path, db: &Path, secret: &Secret) -> anyhow::Result<Se
         .env("CLERK_WEBHOOK_SIGNING_SECRET", &secret.text)
         // Only the listening line (and warnings): a log line per delivery
         // would cost throughput that production with RUST_LOG=warn does not pay.
-        .env("RUST_LOG", "clerk_sync::server=info,warn")
+        .env("RUST_LOG", "clerk_sync::serve=info,warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -1085,7 +1085,7 @@ fn check(secrets: &Secrets, headers: &hyper::HeaderMap, body: &[u8]) -> StatusCo
     ) else {
         return StatusCode::BAD_REQUEST;
     };
-    let now_ms = clerk_sync::db::now_ms();
+    let now_ms = clerk_sync::clock::now_ms();
     let tolerance = clerk_sync::signature::DEFAULT_TOLERANCE;
     if secrets
         .verify(id, timestamp, signature, body, now_ms / 1000, tolerance)
@@ -1325,7 +1325,7 @@ fn run_writer(
     setup: &RunSetup<'_>,
     deliveries: &[Delivery],
 ) -> anyhow::Result<Row> {
-    use clerk_sync::writer::Writer;
+    use clerk_sync::store::Writer;
     let db = setup.dir.join(format!("writer-{}.db", setup.connections));
     let now = now_ms();
     let parsed = deliveries
@@ -1336,9 +1336,9 @@ fn run_writer(
     let mut queue = parsed.into_iter().enumerate().collect::<Vec<_>>();
     queue.reverse();
     let queue = Arc::new(Mutex::new(queue));
-    let conn = clerk_sync::db::open_writer(&db, Duration::from_secs(5))?;
-    let file = clerk_sync::db::DbFile::open(&db)?;
-    let metrics = clerk_sync::metrics::Metrics::new(db.clone());
+    let conn = clerk_sync::store::open_writer(&db, Duration::from_secs(5))?;
+    let file = clerk_sync::store::DbFile::open(&db)?;
+    let metrics = clerk_sync::metrics::Metrics::new();
     let cpu_before = cpu_seconds("self");
     let started = Instant::now();
     let deadline = started + setup.duration;
@@ -1398,7 +1398,8 @@ fn run_writer(
         cpu_us.map_or("unknown".into(), |c| format!("{c:.0} us/delivery"))
     );
     let mut passed = ok == samples.len();
-    let (commits, committed) = commit_figures(&metrics.render_counters()?)?;
+    let (commits, committed) =
+        commit_figures(&metrics.encode(&clerk_sync::metrics::MirrorFigures::default())?)?;
     passed &= report_commits(commits, committed, ok);
     passed &= check_database(&db, deliveries, &samples)?;
     remove_database(&db);
@@ -1850,7 +1851,7 @@ fn measure_startup(bin: &Path, dir: &Path, secret: &Secret, k: u64) -> anyhow::R
 
 fn populate(db: &Path, k: u64) -> anyhow::Result<()> {
     const CHUNK: u64 = 10_000;
-    let mut conn = clerk_sync::db::open_writer(db, Duration::from_secs(5))?;
+    let mut conn = clerk_sync::store::open_writer(db, Duration::from_secs(5))?;
     let mut rng = Rng::seeded()?;
     let now = now_ms();
     let mut done = 0;
@@ -1859,7 +1860,7 @@ fn populate(db: &Path, k: u64) -> anyhow::Result<()> {
             bail!("interrupted");
         }
         let tx = conn.transaction()?;
-        let mut applier = clerk_sync::db::Applier::new(&tx)?;
+        let mut applier = clerk_sync::store::Applier::new(&tx)?;
         for i in done..(done + CHUNK).min(k) {
             let created_at = now - 365 * 86_400_000 + i as i64;
             let user = BenchUser::new(&mut rng, created_at);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use clerk_sync::cli::{Cli, Command, LogFormat};
-use clerk_sync::{config, server, tools};
+use clerk_sync::{cmd, redact, serve};
 use tracing_subscriber::EnvFilter;
 
 // A delivery's short-lived allocations are cheaper here than in glibc's
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             // One line, with its causes, so it reads well in journalctl;
             // it may quote a value typed where a secret did not belong.
             // Not eprintln!, which panics on a stderr it cannot write.
-            let line = config::redact(&format!("{e:#}")).into_owned();
+            let line = redact::redact(&format!("{e:#}")).into_owned();
             let _ = writeln!(std::io::stderr(), "clerk-sync: error: {line}");
             ExitCode::from(2)
         }
@@ -47,11 +47,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => server::serve(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Send(args) => tools::send(args).await,
-            Command::Sign(args) => tools::sign(args),
-            Command::Verify(args) => tools::verify(args),
-            Command::Status(args) => tools::status(args),
+            Command::Serve(args) => serve::serve(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Send(args) => cmd::send::send(args).await,
+            Command::Sign(args) => cmd::sign::sign(args),
+            Command::Verify(args) => cmd::verify::verify(args),
+            Command::Status(args) => cmd::status::status(args),
         }
     })
 }
@@ -80,7 +80,7 @@ fn forget_empty_settings() {
 /// rather than printed to a terminal or a journal.
 fn command_line_error(e: &clap::Error) -> ExitCode {
     let text = e.render().to_string();
-    let redacted = config::redact(&text);
+    let redacted = redact::redact(&text);
     if redacted == text {
         // Nothing to hide: clap prints it, with its colours.
         let _ = e.print();
@@ -111,7 +111,7 @@ struct RedactingStderr;
 impl std::io::Write for RedactingStderr {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(line);
-        std::io::stderr().write_all(config::redact(&text).as_bytes())?;
+        std::io::stderr().write_all(redact::redact(&text).as_bytes())?;
         Ok(line.len())
     }
 

@@ -1,17 +1,15 @@
-//! `GET /metrics`: Prometheus / OpenMetrics text.
+//! The process's metrics, encoded as Prometheus / OpenMetrics text.
 //!
-//! Counters and the latency histogram are updated on the request path (an
-//! atomic add each). The database figures (users, tombstones, last applied
-//! event, file size) are read only when scraped, from a read connection, so
-//! they cost nothing between scrapes and are always true of the file.
+//! A leaf: it knows nothing of HTTP or SQL. Counters and the latency
+//! histogram are updated on the request path (an atomic add each). The
+//! database figures are read by the store when `/metrics` is scraped and
+//! handed to [`Metrics::encode`], so they cost nothing between scrapes and
+//! are always true of the file.
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Response, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -19,8 +17,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::db::{self, Outcome, ReadPool};
-use crate::routes::{json_response, Body};
+/// What the database holds, read when metrics are scraped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MirrorFigures {
+    /// Users that exist, and deleted users kept as tombstones.
+    pub users: i64,
+    pub tombstones: i64,
+    /// When the last delivery that changed the mirror was committed (ms).
+    pub last_applied_ms: Option<i64>,
+    /// The main file plus its write-ahead log.
+    pub bytes: u64,
+    /// Milliseconds since the epoch when the figures were read.
+    pub now_ms: i64,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeliveryLabels {
@@ -59,7 +68,6 @@ struct Inner {
     tombstones: Gauge,
     since_applied: Gauge<f64, AtomicU64>,
     db_bytes: Gauge,
-    db_path: PathBuf,
 }
 
 /// Cheap-to-clone handle to the process's metrics.
@@ -67,7 +75,7 @@ struct Inner {
 pub struct Metrics(Arc<Inner>);
 
 impl Metrics {
-    pub fn new(db_path: PathBuf) -> Self {
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("clerk_sync");
         let deliveries = Family::<DeliveryLabels, Counter>::default();
         registry.register(
@@ -128,12 +136,11 @@ impl Metrics {
             tombstones,
             since_applied,
             db_bytes,
-            db_path,
         }))
     }
 
     /// Counts an accepted delivery.
-    pub fn delivery(&self, event_type: &str, outcome: Outcome, latency: Duration) {
+    pub fn delivery(&self, event_type: &str, outcome: &str, latency: Duration) {
         let known = KNOWN_PREFIXES.iter().any(|p| event_type.starts_with(p));
         let labels = DeliveryLabels {
             r#type: if known {
@@ -141,7 +148,7 @@ impl Metrics {
             } else {
                 "other".to_owned()
             },
-            outcome: outcome.as_str().to_owned(),
+            outcome: outcome.to_owned(),
         };
         self.0.deliveries.get_or_create(&labels).inc();
         self.0.latency.observe(latency.as_secs_f64());
@@ -161,74 +168,29 @@ impl Metrics {
         self.0.commits.observe(deliveries as f64);
     }
 
-    /// The text exposition without reading the database: its figures keep
-    /// the values of the last scrape. For callers without a read pool.
+    /// The text exposition, with the database's `figures`.
     ///
     /// # Errors
     /// Only if formatting fails.
-    pub fn render_counters(&self) -> anyhow::Result<String> {
-        self.0.text()
-    }
-
-    /// Reads the database figures and renders everything.
-    pub async fn render(&self, readers: &ReadPool) -> Response<Body> {
-        let readers = readers.clone();
-        let inner = self.0.clone();
-        let text = tokio::task::spawn_blocking(move || inner.encode(&readers)).await;
-        match text {
-            Ok(Ok(text)) => {
-                let mut response = Response::new(Body::from(text));
-                response.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                );
-                response
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "metrics unavailable");
-                json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &serde_json::json!({ "ok": false, "error": "database unavailable" }),
-                )
-            }
-            Err(_) => json_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &serde_json::json!({ "ok": false, "error": "internal error" }),
-            ),
-        }
-    }
-}
-
-impl Inner {
-    fn encode(&self, readers: &ReadPool) -> anyhow::Result<String> {
-        let conn = readers.get()?;
-        let (users, tombstones) = db::user_counts(&conn)?;
-        let last_applied: Option<i64> = conn.query_row(
-            "SELECT max(received_at) FROM webhook_events WHERE outcome = 'applied'",
-            [],
-            |r| r.get(0),
-        )?;
-        drop(conn);
-        self.users.set(users - tombstones);
-        self.tombstones.set(tombstones);
-        self.since_applied.set(match last_applied {
-            Some(ms) => ((db::now_ms() - ms) as f64 / 1000.0).max(0.0),
+    pub fn encode(&self, figures: &MirrorFigures) -> anyhow::Result<String> {
+        let inner = &self.0;
+        inner.users.set(figures.users);
+        inner.tombstones.set(figures.tombstones);
+        inner.since_applied.set(match figures.last_applied_ms {
+            Some(ms) => ((figures.now_ms - ms) as f64 / 1000.0).max(0.0),
             None => -1.0,
         });
-        self.db_bytes.set(file_bytes(&self.db_path));
-        self.text()
-    }
-
-    fn text(&self) -> anyhow::Result<String> {
+        inner
+            .db_bytes
+            .set(i64::try_from(figures.bytes).unwrap_or(i64::MAX));
         let mut text = String::with_capacity(4096);
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        prometheus_client::encoding::text::encode(&mut text, &inner.registry)?;
         Ok(text)
     }
 }
 
-/// The main file plus its WAL: what the database costs on disk.
-fn file_bytes(path: &std::path::Path) -> i64 {
-    i64::try_from(db::file_len(path) + db::file_len(&db::wal_path(path))).unwrap_or(i64::MAX)
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -7,12 +7,14 @@
 //! NULL rather than a rejected delivery, because Clerk adds and changes fields
 //! over time and a retry would never fix the payload.
 
-use std::fmt;
+mod fields;
+mod read;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
+
+pub use fields::to_millis;
+use fields::{int, nested_deeper_than, primary_email, text, Fields};
 
 /// A verified delivery, ready for the writer.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,38 +89,28 @@ pub enum EventError {
 /// deeper would make every `->>` query over the table fail.
 pub const JSON_DEPTH: usize = 1000;
 
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(rename = "type", borrow)]
-    event_type: Option<&'a RawValue>,
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
-    timestamp: Option<Value>,
+/// What a delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The mirror changed.
+    Applied,
+    /// Older than what the mirror holds; recorded, nothing changed.
+    Stale,
+    /// An event type that is not mirrored; recorded, nothing changed.
+    Ignored,
+    /// This `svix-id` was already recorded; nothing at all happened.
+    Duplicate,
 }
 
-/// The fields of `data` the mirror reads, each kept raw so that a field of a
-/// surprising type becomes NULL instead of failing the whole event (`null`
-/// is kept as absent). Read by [`DataVisitor`], which both readings share.
-#[derive(Default)]
-struct Fields<'a> {
-    id: Option<&'a RawValue>,
-    first_name: Option<&'a RawValue>,
-    last_name: Option<&'a RawValue>,
-    username: Option<&'a RawValue>,
-    image_url: Option<&'a RawValue>,
-    external_id: Option<&'a RawValue>,
-    created_at: Option<&'a RawValue>,
-    updated_at: Option<&'a RawValue>,
-    primary_email_address_id: Option<&'a RawValue>,
-    email_addresses: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct EmailAddress<'a> {
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    email_address: Option<&'a RawValue>,
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Stale => "stale",
+            Outcome::Ignored => "ignored",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
 }
 
 /// Parses a verified body. `now_ms` stands in for times the event lacks.
@@ -130,9 +122,9 @@ pub fn parse(id: String, body: &[u8], now_ms: i64) -> Result<Delivery, EventErro
     // JSON is UTF-8 throughout; checked once here, the readers below need not
     // check each string and raw value again.
     let body = std::str::from_utf8(body).map_err(|_| EventError::NotJson)?;
-    let event = match one_pass(body) {
+    let event = match read::one_pass(body) {
         Some(event) => event,
-        None => two_passes(body)?,
+        None => read::two_passes(body)?,
     };
     build(id, event, now_ms)
 }
@@ -144,213 +136,6 @@ struct Event<'a> {
     /// The `data` object's exact text.
     raw_data: &'a str,
     data: Fields<'a>,
-}
-
-/// The reference reading: the envelope with `data` kept as raw text, then
-/// `data` read again for its fields. Decides every error.
-fn two_passes(body: &str) -> Result<Event<'_>, EventError> {
-    let envelope: Envelope<'_> = serde_json::from_str(body).map_err(|e| {
-        if !e.is_data() {
-            EventError::NotJson
-        } else if !body.trim_start().starts_with('{') {
-            EventError::NotAnObject
-        } else {
-            // Valid JSON and an object: the one shape error left is a key
-            // given twice, which serde names between backquotes.
-            let key = e
-                .to_string()
-                .split('`')
-                .nth(1)
-                .unwrap_or("a key")
-                .to_owned();
-            EventError::RepeatedKey(key)
-        }
-    })?;
-    // The type is checked before `data`, so that is the error a body lacking
-    // both gets.
-    text(envelope.event_type)
-        .filter(|t| !t.is_empty())
-        .ok_or(EventError::NoType)?;
-    let raw = envelope.data.ok_or(EventError::NoData)?;
-    // A struct would also accept an array; `data` must be an object.
-    if !raw.get().starts_with('{') {
-        return Err(EventError::NoData);
-    }
-    let data: DataObject<'_> = serde_json::from_str(raw.get()).map_err(|_| EventError::NoData)?;
-    if let Some(field) = data.repeated {
-        return Err(EventError::RepeatedField(field));
-    }
-    Ok(Event {
-        event_type: envelope.event_type,
-        timestamp: envelope.timestamp,
-        raw_data: raw.get(),
-        data: data.fields,
-    })
-}
-
-/// The same reading in one pass over the body, which is what almost every
-/// delivery gets: `data`'s fields are taken while the envelope is read, and
-/// its exact text is found from where its first key and its last value lie
-/// in the body. `None` for whatever this cannot settle (an error, `data`
-/// missing, empty or not an object, an escaped first key): the two-pass
-/// reading then has the last word.
-fn one_pass(body: &str) -> Option<Event<'_>> {
-    #[derive(Deserialize)]
-    struct OnePass<'a> {
-        #[serde(rename = "type", borrow)]
-        event_type: Option<&'a RawValue>,
-        #[serde(borrow)]
-        data: Option<DataObject<'a>>,
-        timestamp: Option<Value>,
-    }
-    let envelope: OnePass<'_> = serde_json::from_str(body).ok()?;
-    let data = envelope.data.filter(|d| d.repeated.is_none())?;
-    let start = object_start(body.as_bytes(), data.first_key?)?;
-    let end = object_end(body.as_bytes(), data.last_value?.get())?;
-    // Both ends are ASCII braces, so char boundaries.
-    let raw_data = body.get(start..=end)?;
-    Some(Event {
-        event_type: envelope.event_type,
-        timestamp: envelope.timestamp,
-        raw_data,
-        data: data.fields,
-    })
-}
-
-/// Where `part`, borrowed from `body`, begins in it.
-fn offset_in(body: &[u8], part: &str) -> Option<usize> {
-    let offset = (part.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
-    (offset + part.len() <= body.len()).then_some(offset)
-}
-
-fn is_json_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
-}
-
-/// The `{` before an object's first key (the key's text, without quotes).
-fn object_start(body: &[u8], first_key: &str) -> Option<usize> {
-    let quote = offset_in(body, first_key)?.checked_sub(1)?;
-    if body[quote] != b'"' {
-        return None;
-    }
-    let brace = body[..quote].iter().rposition(|&b| !is_json_space(b))?;
-    (body[brace] == b'{').then_some(brace)
-}
-
-/// The `}` after an object's last value (its raw text).
-fn object_end(body: &[u8], last_value: &str) -> Option<usize> {
-    let after = offset_in(body, last_value)? + last_value.len();
-    let brace = after + body[after..].iter().position(|&b| !is_json_space(b))?;
-    (body[brace] == b'}').then_some(brace)
-}
-
-/// `data`: its fields, and (for the one-pass reading) where its text lies.
-struct DataObject<'a> {
-    fields: Fields<'a>,
-    /// `None` when it is escaped, so not the body's own text.
-    first_key: Option<&'a str>,
-    last_value: Option<&'a RawValue>,
-    /// A mirrored field that appears more than once.
-    repeated: Option<&'static str>,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for DataObject<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(DataVisitor(std::marker::PhantomData))
-    }
-}
-
-struct DataVisitor<'a>(std::marker::PhantomData<&'a ()>);
-
-impl<'de: 'a, 'a> Visitor<'de> for DataVisitor<'a> {
-    type Value = DataObject<'a>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-        let mut object = DataObject {
-            fields: Fields::default(),
-            first_key: None,
-            last_value: None,
-            repeated: None,
-        };
-        let mut first = true;
-        let mut seen = 0u16;
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            if first {
-                object.first_key = key.borrowed;
-                first = false;
-            }
-            let value: &'de RawValue = map.next_value()?;
-            object.last_value = Some(value);
-            let f = &mut object.fields;
-            let (bit, name, slot) = match key.text.as_ref() {
-                "id" => (0, "id", &mut f.id),
-                "first_name" => (1, "first_name", &mut f.first_name),
-                "last_name" => (2, "last_name", &mut f.last_name),
-                "username" => (3, "username", &mut f.username),
-                "image_url" => (4, "image_url", &mut f.image_url),
-                "external_id" => (5, "external_id", &mut f.external_id),
-                "created_at" => (6, "created_at", &mut f.created_at),
-                "updated_at" => (7, "updated_at", &mut f.updated_at),
-                "primary_email_address_id" => (
-                    8,
-                    "primary_email_address_id",
-                    &mut f.primary_email_address_id,
-                ),
-                "email_addresses" => (9, "email_addresses", &mut f.email_addresses),
-                _ => continue,
-            };
-            // Tracked apart from the slot, which stays empty for a null.
-            if seen & (1 << bit) != 0 {
-                object.repeated.get_or_insert(name);
-                continue;
-            }
-            seen |= 1 << bit;
-            *slot = (value.get() != "null").then_some(value);
-        }
-        Ok(object)
-    }
-}
-
-/// A key of `data`, and whether it is the body's own text.
-struct Key<'de> {
-    text: std::borrow::Cow<'de, str>,
-    borrowed: Option<&'de str>,
-}
-
-struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Key<'de>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Key<'de>, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeySeed {
-    type Value = Key<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a key")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-        Ok(Key {
-            text: v.into(),
-            borrowed: Some(v),
-        })
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-        Ok(Key {
-            text: v.to_owned().into(),
-            borrowed: None,
-        })
-    }
 }
 
 /// The delivery an event asks for.
@@ -396,147 +181,14 @@ fn build(id: String, event: Event<'_>, now_ms: i64) -> Result<Delivery, EventErr
     })
 }
 
-/// Clerk documents the envelope `timestamp` in milliseconds, but some of its
-/// own examples are seconds; anything below 10^12 (September 2001 in ms) is
-/// read as seconds.
-pub fn to_millis(value: &Value) -> Option<i64> {
-    const SECONDS_BELOW: i64 = 1_000_000_000_000;
-    let n = match value.as_i64() {
-        Some(n) => n,
-        None => {
-            let f = value.as_f64()?;
-            if !f.is_finite() {
-                return None;
-            }
-            // Saturating float-to-int cast; sub-millisecond digits do not matter.
-            if f.abs() < SECONDS_BELOW as f64 {
-                return Some((f * 1000.0) as i64);
-            }
-            f as i64
-        }
-    };
-    Some(if n.abs() < SECONDS_BELOW {
-        n.saturating_mul(1000)
-    } else {
-        n
-    })
-}
-
-/// The value as a string, if it is one.
-fn text(raw: Option<&RawValue>) -> Option<String> {
-    let raw = raw?.get();
-    // A raw value is valid JSON, so a string without a backslash is its own
-    // text between the quotes; only escapes need the parser.
-    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
-        Some(inner) if !inner.contains('\\') => Some(inner.to_owned()),
-        _ => serde_json::from_str(raw).ok(),
-    }
-}
-
-/// The value as a whole number of milliseconds, if it is a number. Clerk
-/// sends integers, but the same instant written `1700000000000.0` or
-/// `1.7e12` (as a proxy that re-serialises JSON may) is the same time, and
-/// reading it as missing would order the event by another clock. A fraction
-/// of a millisecond is dropped, as in the envelope timestamp.
-fn int(raw: Option<&RawValue>) -> Option<i64> {
-    // Beyond 2^53 a float no longer holds every integer, so it names no
-    // exact millisecond (and is ~285,000 years from now anyway).
-    const EXACT: f64 = 9_007_199_254_740_992.0;
-    let raw = raw?.get();
-    // A raw value is valid JSON, so one that starts like a number is one,
-    // and every JSON number is also Rust number syntax. Rust's float reading
-    // rounds correctly, which serde_json's default one does not always do.
-    if !raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-        return None;
-    }
-    if let Ok(n) = raw.parse::<i64>() {
-        return Some(n);
-    }
-    let f: f64 = raw.parse().ok()?;
-    // Saturation cannot happen inside the bound; `-0.5` becomes 0.
-    (f.abs() < EXACT).then(|| f.trunc() as i64)
-}
-
-/// Whether the JSON `text` holds arrays and objects nested more than
-/// `limit` deep.
-fn nested_deeper_than(text: &str, limit: usize) -> bool {
-    let bytes = text.as_bytes();
-    // Nesting past the limit takes that many openings and as many closings.
-    if bytes.len() < 2 * (limit + 1) {
-        return false;
-    }
-    // Fewer openings than the limit cannot nest past it: the usual answer,
-    // from one quick count instead of a walk through the strings. `[` and
-    // `{` differ only in bit 0x20, so one comparison finds both, which the
-    // compiler turns into a vector loop.
-    let openings: usize = bytes
-        .chunks(u8::MAX as usize)
-        .map(|chunk| {
-            let n = chunk
-                .iter()
-                .fold(0u8, |n, &b| n + u8::from(b | 0x20 == b'{'));
-            usize::from(n)
-        })
-        .sum();
-    if openings <= limit {
-        return false;
-    }
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in bytes {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > limit {
-                    return true;
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
-}
-
-/// The address whose `id` is `primary_email_address_id`. Not the first entry:
-/// Clerk does not promise the primary comes first. An entry that is not an
-/// address object (or repeats a key) is passed over, not taken as a reason
-/// to forget the primary address.
-fn primary_email(data: &Fields<'_>) -> Option<String> {
-    let primary = text(data.primary_email_address_id)?;
-    let list = data.email_addresses?.get();
-    // Read whole when every entry is an address, as Clerk sends them; one
-    // at a time only when that fails.
-    let entries: Vec<EmailAddress<'_>> = match serde_json::from_str(list) {
-        Ok(entries) => entries,
-        Err(_) => serde_json::from_str::<Vec<&RawValue>>(list)
-            .ok()?
-            .into_iter()
-            .filter_map(|entry| serde_json::from_str(entry.get()).ok())
-            .collect(),
-    };
-    entries
-        .into_iter()
-        .find(|e| text(e.id).as_deref() == Some(primary.as_str()))
-        .and_then(|e| text(e.email_address))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::read::{one_pass, two_passes};
     use super::*;
 
-    const CREATED: &str = include_str!("../tests/fixtures/clerk/user.created.json");
-    const DELETED: &str = include_str!("../tests/fixtures/clerk/user.deleted.json");
-    const SESSION: &str = include_str!("../tests/fixtures/clerk/session.created.json");
+    const CREATED: &str = include_str!("../../tests/fixtures/clerk/user.created.json");
+    const DELETED: &str = include_str!("../../tests/fixtures/clerk/user.deleted.json");
+    const SESSION: &str = include_str!("../../tests/fixtures/clerk/session.created.json");
 
     fn parse_str(body: &str) -> Result<Delivery, EventError> {
         parse("msg_1".into(), body.as_bytes(), 42)

@@ -7,7 +7,7 @@ use hyper::StatusCode;
 
 use crate::event::EventError;
 use crate::signature::VerifyError;
-use crate::writer::WriteError;
+use crate::store::WriteError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {

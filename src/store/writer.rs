@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::{self, Applier, DbFile, FileError, Outcome};
-use crate::event::Delivery;
+use super::apply::Applier;
+use super::checkpoint::{empty_wal_into_open_file, Checkpointer};
+use super::file::DbFile;
+use crate::clock;
+use crate::event::{Delivery, Outcome};
 use crate::metrics::Metrics;
 
 /// Most deliveries one transaction takes; bounds how long a batch holds the
@@ -164,118 +167,6 @@ fn run(
     }
 }
 
-/// Copies every committed frame into the database file this process has
-/// open (wherever it now is) and empties the log, after `problem` made the
-/// path unsafe to leave it to. SQLite waits up to `lock_wait` (set here: the
-/// last batch may have left less) for other connections' read transactions;
-/// frames newer than one still open cannot be copied, and the error says
-/// where they are left.
-fn empty_wal_into_open_file(
-    conn: &Connection,
-    file: &DbFile,
-    lock_wait: Duration,
-    problem: &FileError,
-) {
-    let checkpoint = conn.busy_timeout(lock_wait).and_then(|()| {
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })
-    });
-    match checkpoint {
-        Ok((0, _, _)) => {}
-        Ok((_, frames, copied)) if *problem == FileError::WalGone => {
-            tracing::error!(
-                database = %file.path().display(),
-                frames_not_copied = frames - copied,
-                "the write-ahead log was removed while clerk-sync ran, and another connection \
-                 was reading, so clerk-sync could not copy the commits newer than that read into \
-                 the database; they are now only in the removed log that connection holds, and \
-                 are lost unless it copies them when it closes (SQLite does when it is the last \
-                 connection and may write)"
-            );
-        }
-        Ok((_, frames, copied)) => {
-            let moved_to = file
-                .whereabouts()
-                .map_or_else(|| "its new place".to_owned(), |p| p.display().to_string());
-            tracing::error!(
-                wal = %file.wal_path().display(),
-                database_now = %moved_to,
-                frames_not_copied = frames - copied,
-                "the database was moved or replaced while another connection was reading it, so \
-                 its last commits are only in the write-ahead log at the old path; move that log \
-                 beside the database as its path plus -wal before opening it, or they are lost"
-            );
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot empty the write-ahead log of the moved database");
-        }
-    }
-}
-
-/// Copies committed WAL frames into the database file from its own thread
-/// and connection, so the writer rarely stops for a checkpoint: SQLite's
-/// automatic checkpoint (still on, as the backstop that lets the WAL restart)
-/// then finds little left to copy.
-struct Checkpointer {
-    nudge: Option<std::sync::mpsc::SyncSender<()>>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-/// After a commit, wait this long for more before checkpointing, so one
-/// checkpoint covers many commits: under load a busy user's page is then
-/// copied to the database file once per interval, not once per commit.
-const CHECKPOINT_DELAY: Duration = Duration::from_millis(200);
-
-impl Checkpointer {
-    fn spawn(path: &Path) -> Option<Self> {
-        let conn = Connection::open(path).ok()?;
-        let (nudge, rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let thread = thread::Builder::new()
-            .name("db-checkpoint".into())
-            .spawn(move || {
-                while rx.recv().is_ok() {
-                    thread::sleep(CHECKPOINT_DELAY);
-                    while rx.try_recv().is_ok() {}
-                    // PASSIVE never waits for readers or the writer; what it
-                    // cannot copy now is copied next time.
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::debug!(error = %e, "background checkpoint skipped");
-                    }
-                }
-            })
-            .ok()?;
-        Some(Self {
-            nudge: Some(nudge),
-            thread: Some(thread),
-        })
-    }
-
-    /// Says there is something to checkpoint; never blocks.
-    fn nudge(&self) {
-        if let Some(nudge) = &self.nudge {
-            let _ = nudge.try_send(());
-        }
-    }
-}
-
-impl Drop for Checkpointer {
-    /// Stops the thread and waits for it, so its connection is closed before
-    /// the writer's: the writer's close, the last one, can then fold the WAL
-    /// back into the database file and remove it.
-    fn drop(&mut self) {
-        drop(self.nudge.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
 
 /// Writes `batch` (emptying it) and returns each delivery's answer, unsent.
@@ -334,7 +225,7 @@ fn write_all(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Results> {
 /// dropped (rolled back) and `None` says to start over with isolation.
 fn write_together(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Option<Results>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let received_at = db::now_ms();
+    let received_at = clock::now_ms();
     let mut applier = Applier::new(&tx)?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -355,7 +246,7 @@ fn write_together(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Optio
 /// rolls back alone.
 fn write_isolated(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Results> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let received_at = db::now_ms();
+    let received_at = clock::now_ms();
     let mut applier = Applier::new(&tx)?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -414,7 +305,8 @@ mod tests {
     #[test]
     fn one_failing_delivery_rolls_back_alone() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = db::open_writer(&dir.path().join("w.db"), Duration::from_secs(1)).unwrap();
+        let mut conn =
+            crate::store::open_writer(&dir.path().join("w.db"), Duration::from_secs(1)).unwrap();
         conn.execute_batch(
             "CREATE TRIGGER refuse BEFORE INSERT ON users WHEN NEW.clerk_id = 'user_bad'
              BEGIN SELECT RAISE(ABORT, 'refused'); END;",
@@ -447,7 +339,7 @@ mod tests {
     fn a_batch_that_cannot_commit_fails_every_delivery_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
-        let mut conn = db::open_writer(&path, Duration::from_millis(100)).unwrap();
+        let mut conn = crate::store::open_writer(&path, Duration::from_millis(100)).unwrap();
         let other = Connection::open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let (a, ra) = job("m1", "user_a");
@@ -469,7 +361,8 @@ mod tests {
     #[test]
     fn deliveries_past_their_deadline_are_not_started() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = db::open_writer(&dir.path().join("w.db"), Duration::from_secs(1)).unwrap();
+        let mut conn =
+            crate::store::open_writer(&dir.path().join("w.db"), Duration::from_secs(1)).unwrap();
         let (mut late, rlate) = job("m1", "user_a");
         late.deadline = Instant::now() - Duration::from_millis(1);
         let (on_time, ron_time) = job("m2", "user_b");

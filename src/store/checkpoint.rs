@@ -1,0 +1,123 @@
+//! Keeping the write-ahead log short: a background checkpointer, and the
+//! last-resort copy of the log into a database file that was moved or whose
+//! log was removed while the writer held it.
+
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::file::{DbFile, FileError};
+
+/// Copies every committed frame into the database file this process has
+/// open (wherever it now is) and empties the log, after `problem` made the
+/// path unsafe to leave it to. SQLite waits up to `lock_wait` (set here: the
+/// last batch may have left less) for other connections' read transactions;
+/// frames newer than one still open cannot be copied, and the error says
+/// where they are left.
+pub(super) fn empty_wal_into_open_file(
+    conn: &Connection,
+    file: &DbFile,
+    lock_wait: Duration,
+    problem: &FileError,
+) {
+    let checkpoint = conn.busy_timeout(lock_wait).and_then(|()| {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+    });
+    match checkpoint {
+        Ok((0, _, _)) => {}
+        Ok((_, frames, copied)) if *problem == FileError::WalGone => {
+            tracing::error!(
+                database = %file.path().display(),
+                frames_not_copied = frames - copied,
+                "the write-ahead log was removed while clerk-sync ran, and another connection \
+                 was reading, so clerk-sync could not copy the commits newer than that read into \
+                 the database; they are now only in the removed log that connection holds, and \
+                 are lost unless it copies them when it closes (SQLite does when it is the last \
+                 connection and may write)"
+            );
+        }
+        Ok((_, frames, copied)) => {
+            let moved_to = file
+                .whereabouts()
+                .map_or_else(|| "its new place".to_owned(), |p| p.display().to_string());
+            tracing::error!(
+                wal = %file.wal_path().display(),
+                database_now = %moved_to,
+                frames_not_copied = frames - copied,
+                "the database was moved or replaced while another connection was reading it, so \
+                 its last commits are only in the write-ahead log at the old path; move that log \
+                 beside the database as its path plus -wal before opening it, or they are lost"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot empty the write-ahead log of the moved database");
+        }
+    }
+}
+
+/// Copies committed WAL frames into the database file from its own thread
+/// and connection, so the writer rarely stops for a checkpoint: SQLite's
+/// automatic checkpoint (still on, as the backstop that lets the WAL restart)
+/// then finds little left to copy.
+pub(super) struct Checkpointer {
+    nudge: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// After a commit, wait this long for more before checkpointing, so one
+/// checkpoint covers many commits: under load a busy user's page is then
+/// copied to the database file once per interval, not once per commit.
+const CHECKPOINT_DELAY: Duration = Duration::from_millis(200);
+
+impl Checkpointer {
+    pub(super) fn spawn(path: &Path) -> Option<Self> {
+        let conn = Connection::open(path).ok()?;
+        let (nudge, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = thread::Builder::new()
+            .name("db-checkpoint".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    thread::sleep(CHECKPOINT_DELAY);
+                    while rx.try_recv().is_ok() {}
+                    // PASSIVE never waits for readers or the writer; what it
+                    // cannot copy now is copied next time.
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::debug!(error = %e, "background checkpoint skipped");
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self {
+            nudge: Some(nudge),
+            thread: Some(thread),
+        })
+    }
+
+    /// Says there is something to checkpoint; never blocks.
+    pub(super) fn nudge(&self) {
+        if let Some(nudge) = &self.nudge {
+            let _ = nudge.try_send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    /// Stops the thread and waits for it, so its connection is closed before
+    /// the writer's: the writer's close, the last one, can then fold the WAL
+    /// back into the database file and remove it.
+    fn drop(&mut self) {
+        drop(self.nudge.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
