@@ -1,7 +1,8 @@
 -- clerk-sync schema. The binary embeds this file and applies it at start;
 -- every statement is idempotent so it can run on an existing database.
 -- Times are Clerk's own: integer milliseconds since the Unix epoch.
--- Bump SCHEMA_VERSION in src/db.rs when this file changes.
+-- Bump SCHEMA_VERSION in src/store/mod.rs when this file changes; an older
+-- file is migrated by running this whole file again, in one transaction.
 
 -- One row per Clerk user ever seen. A deleted user stays as a tombstone:
 -- deleted_at is set and the personal fields are NULL.
@@ -47,3 +48,111 @@ CREATE VIEW IF NOT EXISTS active_users AS
            external_id, created_at, updated_at, data
     FROM users
     WHERE deleted_at IS NULL;
+
+-- One row per organization ever seen; deleted ones stay as tombstones.
+CREATE TABLE IF NOT EXISTS organizations (
+    clerk_id      TEXT PRIMARY KEY,  -- data.id (org_...)
+    name          TEXT,
+    slug          TEXT,
+    image_url     TEXT,
+    members_count INTEGER,           -- as last sent; an object without it keeps this
+    created_at    INTEGER,
+    updated_at    INTEGER,
+    deleted_at    INTEGER,           -- envelope timestamp of organization.deleted
+    data          TEXT               -- the object as received; NULL once deleted
+);
+
+CREATE INDEX IF NOT EXISTS organizations_slug ON organizations(slug);
+CREATE INDEX IF NOT EXISTS organizations_tombstones ON organizations(deleted_at)
+    WHERE deleted_at IS NOT NULL;
+
+-- One row per membership ever seen; organizationMembership.deleted leaves a
+-- tombstone that still says who left which organization.
+CREATE TABLE IF NOT EXISTS organization_memberships (
+    clerk_id        TEXT PRIMARY KEY,  -- data.id (orgmem_...)
+    organization_id TEXT,              -- data.organization.id
+    user_id         TEXT,              -- data.public_user_data.user_id
+    role            TEXT,              -- e.g. org:admin
+    created_at      INTEGER,
+    updated_at      INTEGER,
+    deleted_at      INTEGER,
+    data            TEXT
+);
+
+CREATE INDEX IF NOT EXISTS organization_memberships_organization
+    ON organization_memberships(organization_id);
+CREATE INDEX IF NOT EXISTS organization_memberships_user ON organization_memberships(user_id);
+CREATE INDEX IF NOT EXISTS organization_memberships_tombstones
+    ON organization_memberships(deleted_at) WHERE deleted_at IS NOT NULL;
+
+-- One row per invitation ever seen. No event ends an invitation of a
+-- deleted organization or reports an expiry: `import` brings status up to date.
+CREATE TABLE IF NOT EXISTS organization_invitations (
+    clerk_id        TEXT PRIMARY KEY,  -- data.id (orginv_...)
+    organization_id TEXT,              -- data.organization_id
+    email_address   TEXT,
+    role            TEXT,
+    status          TEXT,              -- pending | accepted | revoked | expired
+    created_at      INTEGER,
+    updated_at      INTEGER,
+    deleted_at      INTEGER,           -- always NULL: Clerk sends no deletion
+    data            TEXT
+);
+
+CREATE INDEX IF NOT EXISTS organization_invitations_organization
+    ON organization_invitations(organization_id);
+CREATE INDEX IF NOT EXISTS organization_invitations_email
+    ON organization_invitations(email_address);
+
+-- One row per row of the mirror written, in commit order, in the same
+-- transaction as the change. AUTOINCREMENT: a seq is never used twice, even
+-- after retention deleted the newest rows.
+CREATE TABLE IF NOT EXISTS changes (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    object_type TEXT NOT NULL,     -- user | organization | membership | invitation
+    object_id   TEXT NOT NULL,     -- the row's clerk_id
+    change      TEXT NOT NULL,     -- created | updated | deleted
+    source      TEXT NOT NULL,     -- webhook | import
+    event_id    TEXT,              -- the svix-id of a webhook; NULL for an import
+    at          INTEGER NOT NULL   -- when it was committed (ms)
+);
+
+CREATE INDEX IF NOT EXISTS changes_at ON changes(at);
+
+-- One row per run of `clerk-sync import`, for `status`.
+CREATE TABLE IF NOT EXISTS imports (
+    id          INTEGER PRIMARY KEY,
+    started_at  INTEGER NOT NULL,  -- ms
+    finished_at INTEGER,           -- ms; NULL while it runs or after a crash
+    result      TEXT,              -- complete | stopped | failed | dry-run
+    report      TEXT               -- the per-type counts, JSON
+);
+
+CREATE VIEW IF NOT EXISTS active_organizations AS
+    SELECT clerk_id, name, slug, image_url, members_count, created_at, updated_at, data
+    FROM organizations
+    WHERE deleted_at IS NULL;
+
+-- A deleted organization or user takes its memberships out, whatever order
+-- the events came in; one not seen yet does not.
+CREATE VIEW IF NOT EXISTS active_memberships AS
+    SELECT m.clerk_id, m.organization_id, o.name AS organization_name,
+           o.slug AS organization_slug, m.user_id, u.email, u.first_name, u.last_name,
+           m.role, m.created_at, m.updated_at
+    FROM organization_memberships m
+    LEFT JOIN organizations o ON o.clerk_id = m.organization_id
+    LEFT JOIN users u ON u.clerk_id = m.user_id
+    WHERE m.deleted_at IS NULL AND o.deleted_at IS NULL AND u.deleted_at IS NULL;
+
+-- Every email address of each existing user. json_extract rather than ->>,
+-- so that readers with an SQLite older than 3.38 can use the view too.
+CREATE VIEW IF NOT EXISTS user_email_addresses AS
+    SELECT u.clerk_id AS user_id,
+           json_extract(e.value, '$.id') AS email_address_id,
+           json_extract(e.value, '$.email_address') AS email_address,
+           CASE WHEN json_extract(e.value, '$.id') = json_extract(u.data, '$.primary_email_address_id')
+                THEN 1 ELSE 0 END AS is_primary,
+           CASE WHEN json_extract(e.value, '$.verification.status') = 'verified'
+                THEN 1 ELSE 0 END AS verified
+    FROM users u, json_each(u.data, '$.email_addresses') e
+    WHERE u.deleted_at IS NULL AND e.type = 'object';

@@ -131,8 +131,8 @@ pub struct SendArgs {
     #[arg(value_name = "EVENT_OR_FILE")]
     pub event: String,
 
-    /// The receiver's full URL, e.g. http://127.0.0.1:8080/api/clerk-webhook.
-    #[arg(long)]
+    /// The receiver's full URL (default: where `serve` listens by default).
+    #[arg(long, default_value = "http://127.0.0.1:8080/api/clerk-webhook")]
     pub url: String,
 
     /// The user id of a built-in payload.

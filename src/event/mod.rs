@@ -8,6 +8,7 @@
 //! over time and a retry would never fix the payload.
 
 mod fields;
+mod kinds;
 mod read;
 
 use serde_json::value::RawValue;
@@ -15,6 +16,7 @@ use serde_json::Value;
 
 pub use fields::to_millis;
 use fields::{int, nested_deeper_than, primary_email, text, Fields};
+pub use kinds::{action, Action, Column, Field, Kind, Source, Spec, Ty};
 
 /// A verified delivery, ready for the writer.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,33 +32,65 @@ pub struct Delivery {
     pub change: Change,
 }
 
-/// What a delivery does to the `users` table.
+/// What a delivery does to the mirror.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    /// `user.created` / `user.updated`: insert or update, guarded by `updated_at`.
-    Upsert(User),
-    /// `user.deleted`: leave a tombstone.
-    Delete {
-        external_id: Option<String>,
-        deleted_at: i64,
-    },
+    /// `*.created` / `*.updated` and the like: insert or update, guarded by
+    /// `updated_at`.
+    Upsert(Object),
+    /// `*.deleted`: leave a tombstone.
+    Delete(Tombstone),
     /// Any other event type: recorded, nothing else changes.
     Record,
 }
 
-/// The mirrored columns of one user, taken from a Clerk user object.
+/// One Clerk object, as the mirror's columns hold it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct User {
-    pub email: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub username: Option<String>,
-    pub image_url: Option<String>,
-    pub external_id: Option<String>,
+pub struct Object {
+    pub kind: Kind,
+    /// `data.id`.
+    pub id: String,
+    /// The values of `kind.spec().columns`, in that order.
+    pub columns: Vec<Option<Field>>,
     pub created_at: Option<i64>,
     pub updated_at: i64,
-    /// The user object exactly as received.
+    /// The object exactly as received.
     pub data: String,
+}
+
+impl Object {
+    /// The value of column `name`, if it has one.
+    pub fn column(&self, name: &str) -> Option<&Field> {
+        column(self.kind, &self.columns, name)
+    }
+
+    /// The text value of column `name`, if it has one.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.column(name).and_then(Field::as_text)
+    }
+}
+
+/// A deletion, with what the deleted object still says of itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tombstone {
+    pub kind: Kind,
+    pub id: String,
+    /// Values for the columns a tombstone keeps (the rest are `None`), in
+    /// the order of `kind.spec().columns`.
+    pub columns: Vec<Option<Field>>,
+    pub deleted_at: i64,
+}
+
+impl Tombstone {
+    /// The value of column `name`, if the deletion carried one.
+    pub fn column(&self, name: &str) -> Option<&Field> {
+        column(self.kind, &self.columns, name)
+    }
+}
+
+fn column<'a>(kind: Kind, columns: &'a [Option<Field>], name: &str) -> Option<&'a Field> {
+    let at = kind.spec().columns.iter().position(|c| c.name == name)?;
+    columns.get(at)?.as_ref()
 }
 
 /// Why a verified body is not something the mirror can take.
@@ -146,31 +180,45 @@ fn build(id: String, event: Event<'_>, now_ms: i64) -> Result<Delivery, EventErr
     let data = event.data;
     let timestamp_ms = event.timestamp.as_ref().and_then(to_millis);
     let object_id = text(data.id).filter(|s| !s.is_empty());
-
-    let change = match event_type.as_str() {
-        "user.created" | "user.updated" | "user.deleted" if object_id.is_none() => {
-            return Err(EventError::NoId(event_type));
+    let change = match kinds::action(&event_type) {
+        None => Change::Record,
+        Some((kind, action)) => {
+            let Some(clerk_id) = object_id.clone() else {
+                return Err(EventError::NoId(event_type));
+            };
+            match action {
+                Action::Upsert => {
+                    if nested_deeper_than(event.raw_data, JSON_DEPTH) {
+                        return Err(EventError::TooDeep);
+                    }
+                    Change::Upsert(Object {
+                        kind,
+                        id: clerk_id,
+                        columns: columns(kind, &data, event.raw_data),
+                        created_at: int(data.created_at),
+                        // Without its own clock, an update is ordered by the
+                        // envelope's.
+                        updated_at: int(data.updated_at).or(timestamp_ms).unwrap_or(now_ms),
+                        data: event.raw_data.to_owned(),
+                    })
+                }
+                Action::Delete => {
+                    let spec = kind.spec();
+                    let mut columns = columns(kind, &data, event.raw_data);
+                    for (value, column) in columns.iter_mut().zip(spec.columns) {
+                        if !column.kept {
+                            *value = None;
+                        }
+                    }
+                    Change::Delete(Tombstone {
+                        kind,
+                        id: clerk_id,
+                        columns,
+                        deleted_at: timestamp_ms.unwrap_or(now_ms),
+                    })
+                }
+            }
         }
-        "user.created" | "user.updated" if nested_deeper_than(event.raw_data, JSON_DEPTH) => {
-            return Err(EventError::TooDeep);
-        }
-        "user.created" | "user.updated" => Change::Upsert(User {
-            email: primary_email(&data),
-            first_name: text(data.first_name),
-            last_name: text(data.last_name),
-            username: text(data.username),
-            image_url: text(data.image_url),
-            external_id: text(data.external_id),
-            created_at: int(data.created_at),
-            // Without its own clock, an update is ordered by the envelope's.
-            updated_at: int(data.updated_at).or(timestamp_ms).unwrap_or(now_ms),
-            data: event.raw_data.to_owned(),
-        }),
-        "user.deleted" => Change::Delete {
-            external_id: text(data.external_id),
-            deleted_at: timestamp_ms.unwrap_or(now_ms),
-        },
-        _ => Change::Record,
     };
     Ok(Delivery {
         id,
@@ -178,6 +226,61 @@ fn build(id: String, event: Event<'_>, now_ms: i64) -> Result<Delivery, EventErr
         object_id,
         timestamp_ms,
         change,
+    })
+}
+
+/// The columns of a `kind` object whose fields were read as `data`, with
+/// `raw` its text.
+fn columns(kind: Kind, data: &Fields<'_>, raw: &str) -> Vec<Option<Field>> {
+    match kind {
+        // Most deliveries are users: their columns were read with the
+        // envelope, in `kinds`' order for users.
+        Kind::User => [
+            primary_email(data),
+            text(data.first_name),
+            text(data.last_name),
+            text(data.username),
+            text(data.image_url),
+            text(data.external_id),
+        ]
+        .into_iter()
+        .map(|v| v.map(Field::Text))
+        .collect(),
+        _ => kinds::read_columns(kind.spec(), raw)
+            .unwrap_or_else(|| vec![None; kind.spec().columns.len()]),
+    }
+}
+
+/// A `kind` object as the Backend API lists it, read by the same rules as
+/// the `data` of a delivery carrying it. `now_ms` stands in for an
+/// `updated_at` it lacks.
+///
+/// # Errors
+/// When it is not a JSON object, has no string `id`, repeats a mirrored
+/// field, or is nested too deep.
+pub fn object(kind: Kind, raw: &str, now_ms: i64) -> Result<Object, EventError> {
+    if !raw.trim_start().starts_with('{') {
+        return Err(EventError::NotAnObject);
+    }
+    let read: fields::DataObject<'_> =
+        serde_json::from_str(raw).map_err(|_| EventError::NotJson)?;
+    if let Some(field) = read.repeated {
+        return Err(EventError::RepeatedField(field));
+    }
+    let data = read.fields;
+    let id = text(data.id)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| EventError::NoId(kind.name().to_owned()))?;
+    if nested_deeper_than(raw, JSON_DEPTH) {
+        return Err(EventError::TooDeep);
+    }
+    Ok(Object {
+        kind,
+        id,
+        columns: columns(kind, &data, raw),
+        created_at: int(data.created_at),
+        updated_at: int(data.updated_at).unwrap_or(now_ms),
+        data: raw.trim().to_owned(),
     })
 }
 
@@ -206,10 +309,10 @@ mod tests {
         let Change::Upsert(user) = d.change else {
             panic!("not an upsert")
         };
-        assert_eq!(user.email.as_deref(), Some("example@example.org"));
-        assert_eq!(user.first_name.as_deref(), Some("Example"));
-        assert_eq!(user.username, None);
-        assert_eq!(user.external_id.as_deref(), Some("567772"));
+        assert_eq!(user.text("email"), Some("example@example.org"));
+        assert_eq!(user.text("first_name"), Some("Example"));
+        assert_eq!(user.text("username"), None);
+        assert_eq!(user.text("external_id"), Some("567772"));
         assert_eq!(user.created_at, Some(1_654_012_591_514));
         assert_eq!(user.updated_at, 1_654_012_591_835);
         // Byte-exact: the stored object is the received text, not a re-serialization.
@@ -225,7 +328,7 @@ mod tests {
         let Change::Upsert(user) = parse_str(body).unwrap().change else {
             panic!()
         };
-        assert_eq!(user.email.as_deref(), Some("b@x.test"));
+        assert_eq!(user.text("email"), Some("b@x.test"));
 
         for primary in ["null", "\"idn_missing\""] {
             let body = format!(
@@ -235,7 +338,7 @@ mod tests {
             let Change::Upsert(user) = parse_str(&body).unwrap().change else {
                 panic!()
             };
-            assert_eq!(user.email, None, "{primary}");
+            assert_eq!(user.text("email"), None, "{primary}");
         }
     }
 
@@ -248,10 +351,14 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (user.first_name, user.last_name, user.email),
+            (
+                user.text("first_name"),
+                user.text("last_name"),
+                user.text("email")
+            ),
             (None, None, None)
         );
-        assert_eq!((user.created_at, user.external_id), (None, None));
+        assert_eq!((user.created_at, user.text("external_id")), (None, None));
         assert_eq!(user.updated_at, 7000, "falls back to the envelope time");
         assert_eq!(
             parse_str(r#"{"type":"user.created","data":["user_1"]}"#),
@@ -277,7 +384,7 @@ mod tests {
                 let Change::Upsert(user) = parse_str(&body).unwrap().change else {
                     panic!()
                 };
-                assert_eq!(user.email.as_deref(), Some("ok@x.test"), "{list}");
+                assert_eq!(user.text("email"), Some("ok@x.test"), "{list}");
             }
         }
     }
@@ -344,10 +451,19 @@ mod tests {
         let d = parse_str(DELETED).unwrap();
         assert_eq!(
             d.change,
-            Change::Delete {
-                external_id: Some("ex_123456789".into()),
+            Change::Delete(Tombstone {
+                kind: Kind::User,
+                id: "user_2g7np7Hrk0SN6kj5EDMLDaKNL0S".into(),
+                columns: vec![
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    Some(Field::Text("ex_123456789".into()))
+                ],
                 deleted_at: 1_716_883_200_000
-            }
+            })
         );
     }
 
@@ -357,10 +473,12 @@ mod tests {
         let d = parse_str(body).unwrap();
         assert_eq!(
             d.change,
-            Change::Delete {
-                external_id: None,
+            Change::Delete(Tombstone {
+                kind: Kind::User,
+                id: "user_1".into(),
+                columns: vec![None; 6],
                 deleted_at: 42
-            }
+            })
         );
     }
 

@@ -1,87 +1,72 @@
-//! Applying one delivery: dedupe on the `svix-id`, change the mirror,
-//! record the event, all inside the caller's transaction.
+//! Applying one delivery, or one object from an import: dedupe on the
+//! `svix-id`, change the mirror by the rules of [`super::tables`], record
+//! the event and the change, all inside the caller's transaction.
 
-use rusqlite::{params, CachedStatement, Connection};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{
+    params, params_from_iter, CachedStatement, Connection, OptionalExtension as _, ToSql,
+};
 
-use crate::event::{Change, Delivery, Outcome};
+use super::tables::statements;
+use crate::event::{Change, Delivery, Field, Kind, Object, Outcome, Tombstone};
 
 const RECORD: &str = "INSERT INTO webhook_events
         (id, type, received_at, object_id, event_timestamp, outcome)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(id) DO NOTHING";
 
-/// The upsert of a user, with `$set` first in its `DO UPDATE SET` and
-/// `$also` added to its guard. The guard: never go back in time, and a
-/// tombstone yields only to a version strictly newer than the delete and not
-/// older than the last version seen (a delete dated in whole seconds can be
-/// older than that version, and what is older than the row changes nothing;
-/// an equal one applies, as on a live row).
-macro_rules! upsert {
-    ($set:literal, $also:literal) => {
-        concat!(
-            "INSERT INTO users (clerk_id, email, first_name, last_name, username,
-                image_url, external_id, created_at, updated_at, deleted_at, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)
-             ON CONFLICT(clerk_id) DO UPDATE SET ",
-            $set,
-            " first_name = excluded.first_name,
-                last_name = excluded.last_name, username = excluded.username,
-                image_url = excluded.image_url,
-                created_at = COALESCE(excluded.created_at, users.created_at),
-                updated_at = excluded.updated_at,
-                deleted_at = NULL, data = excluded.data
-             WHERE (CASE WHEN users.deleted_at IS NULL
-                        THEN users.updated_at IS NULL OR excluded.updated_at >= users.updated_at
-                        ELSE excluded.updated_at > users.deleted_at
-                             AND (users.updated_at IS NULL OR excluded.updated_at >= users.updated_at)
-                        END)",
-            $also
-        )
-    };
+const OUTCOME: &str = "UPDATE webhook_events SET outcome = ?2 WHERE id = ?1";
+
+const CHANGE: &str = "INSERT INTO changes (object_type, object_id, change, source, event_id, at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// What merging one object did to its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// A new row, or a tombstone brought back.
+    Created,
+    Updated,
+    /// The row already held this very object.
+    Unchanged,
+    /// The row holds a newer version (or a deletion not older than this).
+    Stale,
 }
 
-// The indexed columns, email and external_id, are left out of the usual
-// upsert: naming a column in an UPDATE rewrites its index entries even when
-// the value is the same, and most updates (a sign-in, new metadata) leave
-// both be. So the usual upsert changes a row only if they are unchanged, and
-// one that changed nothing is tried again with them; only then is the
-// delivery stale. One statement for most deliveries, where a separate update
-// of the indexed columns cost a fifth of applying one.
-const UPSERT: &str = upsert!(
-    "",
-    " AND users.email IS excluded.email AND users.external_id IS excluded.external_id"
-);
+/// Who asks for a change, for the changes feed.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin<'a> {
+    /// A delivery, by its `svix-id`.
+    Webhook(&'a str),
+    Import,
+}
 
-const UPSERT_INDEXED: &str = upsert!(
-    "email = excluded.email, external_id = excluded.external_id,",
-    ""
-);
+impl Origin<'_> {
+    fn source(self) -> &'static str {
+        match self {
+            Origin::Webhook(_) => "webhook",
+            Origin::Import => "import",
+        }
+    }
 
-// Not newer than the tombstone: the user stays deleted, but the columns a
-// tombstone keeps take the newest version seen, as a live row would (its
-// external_id too when that is NULL), so the table ends the same whatever
-// order the versions and the delete arrived in.
-const TOMBSTONE_KEEPS: &str = "UPDATE users SET updated_at = ?2,
-        created_at = COALESCE(?3, created_at),
-        external_id = ?4
-     WHERE clerk_id = ?1 AND deleted_at IS NOT NULL AND ?2 <= deleted_at
-       AND (updated_at IS NULL OR ?2 > updated_at)";
+    fn event_id(self) -> Option<String> {
+        match self {
+            Origin::Webhook(id) => Some(id.to_owned()),
+            Origin::Import => None,
+        }
+    }
+}
 
-// Deletion is final in Clerk, so a delete always lands; only a second,
-// earlier delete of a tombstone changes nothing. The delete's own
-// external_id (when it has one) stands in only while no version of the
-// user has been seen (updated_at is NULL): once one has, external_id is
-// that version's, in whichever order the two arrive.
-const DELETE: &str = "INSERT INTO users (clerk_id, external_id, deleted_at) VALUES (?1, ?2, ?3)
-     ON CONFLICT(clerk_id) DO UPDATE SET
-        email = NULL, first_name = NULL, last_name = NULL, username = NULL,
-        image_url = NULL, data = NULL,
-        external_id = CASE WHEN users.updated_at IS NULL
-                           THEN COALESCE(excluded.external_id, users.external_id)
-                           ELSE users.external_id END,
-        deleted_at = excluded.deleted_at
-     WHERE users.deleted_at IS NULL OR excluded.deleted_at > users.deleted_at";
+/// A column value as SQLite takes it.
+struct Cell<'a>(&'a Option<Field>);
 
-const OUTCOME: &str = "UPDATE webhook_events SET outcome = ?2 WHERE id = ?1";
+impl ToSql for Cell<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            None => ToSqlOutput::Borrowed(ValueRef::Null),
+            Some(Field::Text(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Some(Field::Int(n)) => ToSqlOutput::Borrowed(ValueRef::Integer(*n)),
+        })
+    }
+}
 
 /// Applies deliveries: dedupe on the id, change the mirror, record it.
 ///
@@ -93,17 +78,23 @@ const OUTCOME: &str = "UPDATE webhook_events SET outcome = ?2 WHERE id = ?1";
 pub struct Applier<'c> {
     conn: &'c Connection,
     record: CachedStatement<'c>,
-    upsert: CachedStatement<'c>,
+    change: CachedStatement<'c>,
+    /// The users' prior look-up and upsert, which most deliveries run.
+    user_prior: CachedStatement<'c>,
+    user_upsert: CachedStatement<'c>,
 }
 
 impl<'c> Applier<'c> {
     /// # Errors
     /// When the statements cannot be prepared (the schema is not there).
     pub fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
+        let users = statements(Kind::User);
         Ok(Self {
             conn,
             record: conn.prepare_cached(RECORD)?,
-            upsert: conn.prepare_cached(UPSERT)?,
+            change: conn.prepare_cached(CHANGE)?,
+            user_prior: conn.prepare_cached(&users.prior)?,
+            user_upsert: conn.prepare_cached(&users.upsert)?,
         })
     }
 
@@ -130,53 +121,20 @@ impl<'c> Applier<'c> {
         if recorded == 0 {
             return Ok(Outcome::Duplicate);
         }
-        let outcome = match (&d.change, &d.object_id) {
-            (Change::Upsert(u), Some(clerk_id)) => {
-                let user = params![
-                    clerk_id,
-                    u.email,
-                    u.first_name,
-                    u.last_name,
-                    u.username,
-                    u.image_url,
-                    u.external_id,
-                    u.created_at,
-                    u.updated_at,
-                    u.data
-                ];
-                let applied = self.upsert.execute(user)? == 1
-                    || self.conn.prepare_cached(UPSERT_INDEXED)?.execute(user)? == 1;
-                if applied {
-                    Outcome::Applied
-                } else {
-                    self.conn.prepare_cached(TOMBSTONE_KEEPS)?.execute(params![
-                        clerk_id,
-                        u.updated_at,
-                        u.created_at,
-                        u.external_id
-                    ])?;
-                    Outcome::Stale
-                }
-            }
-            (
-                Change::Delete {
-                    external_id,
-                    deleted_at,
-                },
-                Some(clerk_id),
-            ) => {
-                let changed = self.conn.prepare_cached(DELETE)?.execute(params![
-                    clerk_id,
-                    external_id,
-                    deleted_at
-                ])?;
-                if changed == 1 {
+        let origin = Origin::Webhook(&d.id);
+        let outcome = match &d.change {
+            Change::Upsert(object) => match self.merge(object, received_at, origin)? {
+                Merge::Stale => Outcome::Stale,
+                _ => Outcome::Applied,
+            },
+            Change::Delete(tombstone) => {
+                if self.delete(tombstone, received_at, origin)? {
                     Outcome::Applied
                 } else {
                     Outcome::Stale
                 }
             }
-            _ => Outcome::Ignored,
+            Change::Record => Outcome::Ignored,
         };
         if outcome != expected {
             self.conn
@@ -184,5 +142,182 @@ impl<'c> Applier<'c> {
                 .execute(params![d.id, outcome.as_str()])?;
         }
         Ok(outcome)
+    }
+
+    /// Merges `object` into its table by the `updated_at` guard, noting the
+    /// change in the feed as made at `at` by `origin`.
+    ///
+    /// # Errors
+    /// Any SQLite failure; the caller rolls back.
+    pub fn merge(
+        &mut self,
+        object: &Object,
+        at: i64,
+        origin: Origin<'_>,
+    ) -> rusqlite::Result<Merge> {
+        let sql = statements(object.kind);
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(object.columns.len() + 4);
+        values.push(&object.id);
+        let cells: Vec<Cell<'_>> = object.columns.iter().map(Cell).collect();
+        values.extend(cells.iter().map(|c| c as &dyn ToSql));
+        values.extend([
+            &object.created_at as &dyn ToSql,
+            &object.updated_at,
+            &object.data,
+        ]);
+        let is_user = object.kind == Kind::User;
+        let prior = self.prior(object.kind, &object.id)?;
+        let mut changed = if is_user {
+            self.user_upsert.execute(params_from_iter(&values))?
+        } else {
+            self.conn
+                .prepare_cached(&sql.upsert)?
+                .execute(params_from_iter(&values))?
+        } == 1;
+        if !changed && prior.is_some() {
+            if let Some(indexed) = &sql.upsert_indexed {
+                changed = self
+                    .conn
+                    .prepare_cached(indexed)?
+                    .execute(params_from_iter(&values))?
+                    == 1;
+            }
+        }
+        let merge = match prior {
+            _ if !changed => match prior {
+                Some((updated_at, None)) if updated_at == Some(object.updated_at) => {
+                    Merge::Unchanged
+                }
+                Some((_, Some(_))) => {
+                    self.keep_in_tombstone(object)?;
+                    Merge::Stale
+                }
+                _ => Merge::Stale,
+            },
+            Some((_, None)) => Merge::Updated,
+            _ => Merge::Created,
+        };
+        match merge {
+            Merge::Created => self.note(object.kind, &object.id, "created", at, origin)?,
+            Merge::Updated => self.note(object.kind, &object.id, "updated", at, origin)?,
+            Merge::Unchanged | Merge::Stale => {}
+        }
+        Ok(merge)
+    }
+
+    /// Inserts `object` if its table has no row of that id; never changes
+    /// a row. For objects without a version of their own (an export file),
+    /// which the `updated_at` guard could not order.
+    ///
+    /// # Errors
+    /// Any SQLite failure; the caller rolls back.
+    pub fn insert_absent(
+        &mut self,
+        object: &Object,
+        at: i64,
+        origin: Origin<'_>,
+    ) -> rusqlite::Result<Merge> {
+        let mut values: Vec<&dyn ToSql> = vec![&object.id];
+        let cells: Vec<Cell<'_>> = object.columns.iter().map(Cell).collect();
+        values.extend(cells.iter().map(|c| c as &dyn ToSql));
+        // No version: any real one that comes later wins.
+        let none: Option<i64> = None;
+        values.extend([&object.created_at as &dyn ToSql, &none, &object.data]);
+        let inserted = self
+            .conn
+            .prepare_cached(&statements(object.kind).insert_absent)?
+            .execute(params_from_iter(&values))?;
+        if inserted == 1 {
+            self.note(object.kind, &object.id, "created", at, origin)?;
+            Ok(Merge::Created)
+        } else {
+            Ok(Merge::Unchanged)
+        }
+    }
+
+    /// Makes `tombstone`'s row a tombstone; whether it changed anything.
+    ///
+    /// # Errors
+    /// Any SQLite failure; the caller rolls back.
+    pub fn delete(
+        &mut self,
+        tombstone: &Tombstone,
+        at: i64,
+        origin: Origin<'_>,
+    ) -> rusqlite::Result<bool> {
+        let spec = tombstone.kind.spec();
+        let kept: Vec<Cell<'_>> = tombstone
+            .columns
+            .iter()
+            .zip(spec.columns)
+            .filter(|(_, c)| c.kept)
+            .map(|(v, _)| Cell(v))
+            .collect();
+        let mut values: Vec<&dyn ToSql> = vec![&tombstone.id];
+        values.extend(kept.iter().map(|c| c as &dyn ToSql));
+        values.push(&tombstone.deleted_at);
+        let changed = self
+            .conn
+            .prepare_cached(&statements(tombstone.kind).delete)?
+            .execute(params_from_iter(&values))?
+            == 1;
+        if changed {
+            self.note(tombstone.kind, &tombstone.id, "deleted", at, origin)?;
+        }
+        Ok(changed)
+    }
+
+    /// The row's `updated_at` and `deleted_at`, if there is a row.
+    fn prior(
+        &mut self,
+        kind: Kind,
+        id: &str,
+    ) -> rusqlite::Result<Option<(Option<i64>, Option<i64>)>> {
+        let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
+        if kind == Kind::User {
+            self.user_prior.query_row([id], read).optional()
+        } else {
+            self.conn
+                .prepare_cached(&statements(kind).prior)?
+                .query_row([id], read)
+                .optional()
+        }
+    }
+
+    fn keep_in_tombstone(&self, object: &Object) -> rusqlite::Result<()> {
+        let spec = object.kind.spec();
+        let kept: Vec<Cell<'_>> = object
+            .columns
+            .iter()
+            .zip(spec.columns)
+            .filter(|(_, c)| c.kept)
+            .map(|(v, _)| Cell(v))
+            .collect();
+        let mut values: Vec<&dyn ToSql> = vec![&object.id, &object.updated_at, &object.created_at];
+        values.extend(kept.iter().map(|c| c as &dyn ToSql));
+        self.conn
+            .prepare_cached(&statements(object.kind).tombstone_keeps)?
+            .execute(params_from_iter(&values))?;
+        Ok(())
+    }
+
+    /// One row of the changes feed.
+    fn note(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        change: &str,
+        at: i64,
+        origin: Origin<'_>,
+    ) -> rusqlite::Result<()> {
+        self.change.execute(params![
+            kind.name(),
+            id,
+            change,
+            origin.source(),
+            origin.event_id(),
+            at
+        ])?;
+        Ok(())
     }
 }

@@ -13,6 +13,7 @@ mod open;
 mod paths;
 mod queries;
 pub mod status;
+mod tables;
 mod writer;
 
 use std::path::Path;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use r2d2_sqlite::SqliteConnectionManager;
 
-pub use apply::Applier;
+pub use apply::{Applier, Merge, Origin};
 pub use file::{DbFile, FileError};
 pub use open::{migrate, open_writer, read_pool};
 pub use paths::{file_len, shm_path, wal_path};
@@ -35,7 +36,7 @@ pub const SCHEMA: &str = include_str!("../../schema.sql");
 
 /// Stored in `PRAGMA user_version`. Bump it with every change to
 /// `schema.sql`, and teach [`migrate`] the step from the previous version.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Pool of read-only connections.
 pub type ReadPool = r2d2::Pool<SqliteConnectionManager>;

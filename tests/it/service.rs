@@ -779,7 +779,7 @@ async fn status_reports_counts_while_serving() {
     assert_eq!(r["events"]["by_type"]["user.updated"]["stale"], 1);
     assert_eq!(r["events"]["by_type"]["session.created"]["ignored"], 1);
     assert_eq!(r["last_event"]["id"], last.id.as_str());
-    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["schema_version"], 2);
     assert_eq!(r["integrity"], "ok");
     assert_eq!(r["journal_mode"], "wal");
 
@@ -1029,7 +1029,12 @@ async fn status_tells_a_damaged_database_from_a_foreign_file() {
             .lines()
             .find(|l| l.starts_with("integrity "))
             .unwrap_or_else(|| panic!("page {page}: {}", out.stdout));
-        assert!(integrity.contains("malformed"), "page {page}: {integrity}");
+        // SQLite's own words: "malformed" where a read stopped, its error
+        // code 11 (SQLITE_CORRUPT) where the integrity check found it.
+        assert!(
+            integrity.contains("malformed") || integrity.contains("error code 11"),
+            "page {page}: {integrity}"
+        );
     }
 
     let text = dir.path().join("notes.db");
@@ -1084,7 +1089,7 @@ async fn status_refuses_a_newer_schema_after_reporting_it() {
         );
         assert!(
             out.stderr.contains(&format!(
-                "{path} has schema version 99, newer than this binary's 1: serve refuses it"
+                "{path} has schema version 99, newer than this binary's 2: serve refuses it"
             )) && out.stderr.lines().count() == 1,
             "{path}: {}",
             out.stderr
