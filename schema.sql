@@ -103,6 +103,8 @@ CREATE INDEX IF NOT EXISTS organization_invitations_organization
     ON organization_invitations(organization_id);
 CREATE INDEX IF NOT EXISTS organization_invitations_email
     ON organization_invitations(email_address);
+CREATE INDEX IF NOT EXISTS organization_invitations_tombstones
+    ON organization_invitations(deleted_at) WHERE deleted_at IS NOT NULL;
 
 -- One row per row of the mirror written, in commit order, in the same
 -- transaction as the change. AUTOINCREMENT: a seq is never used twice, even

@@ -114,6 +114,16 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(0..=8000))]
     pub busy_timeout: u64,
 
+    /// Days of webhook_events and changes kept (0 keeps everything; 1 is
+    /// refused, as shorter than Svix's retries). The mirror's rows are never pruned.
+    #[arg(
+        long,
+        value_name = "DAYS",
+        env = "CLERK_SYNC_KEEP_DAYS",
+        default_value_t = 30
+    )]
+    pub keep_days: u32,
+
     /// Log format.
     #[arg(
         long,
@@ -127,7 +137,10 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 #[command(after_help = SECRET_HELP)]
 pub struct SendArgs {
-    /// `user.created`, `user.updated` or `user.deleted` for a built-in payload, or a file to send byte for byte.
+    /// A built-in payload (user.created, user.updated, user.deleted,
+    /// organization.created, organization.updated, organization.deleted,
+    /// organizationMembership.created, organizationMembership.updated,
+    /// organizationMembership.deleted), or a file to send byte for byte.
     #[arg(value_name = "EVENT_OR_FILE")]
     pub event: String,
 
@@ -142,6 +155,14 @@ pub struct SendArgs {
     /// The primary email of a built-in payload.
     #[arg(long, value_name = "ADDR")]
     pub email: Option<String>,
+
+    /// The organization id of a built-in organization or membership payload.
+    #[arg(long, value_name = "ID")]
+    pub org_id: Option<String>,
+
+    /// The role of a built-in membership payload.
+    #[arg(long, value_name = "ROLE", default_value = "org:member")]
+    pub role: String,
 
     #[command(flatten)]
     pub secrets: SecretArgs,

@@ -76,6 +76,8 @@ pub struct Config {
     pub max_body: u64,
     /// How long a write waits for a lock held by another process.
     pub busy_timeout: Duration,
+    /// Days of `webhook_events` and `changes` kept; 0 keeps everything.
+    pub keep_days: u32,
 }
 
 impl Config {
@@ -90,6 +92,11 @@ impl Config {
             "--busy-timeout is at most {} ms",
             MAX_BUSY_TIMEOUT.as_millis()
         );
+        anyhow::ensure!(
+            args.keep_days != 1,
+            "--keep-days 1 is shorter than Svix's retries (about 27.6 hours), so a retried \
+             delivery could be applied twice; use 2 or more, or 0 to keep everything"
+        );
         Ok(Self {
             listen: args.listen.clone(),
             db: args.db.clone(),
@@ -98,6 +105,7 @@ impl Config {
             tolerance: args.tolerance,
             max_body: args.max_body,
             busy_timeout,
+            keep_days: args.keep_days,
         })
     }
 }

@@ -20,9 +20,9 @@ use prometheus_client::registry::Registry;
 /// What the database holds, read when metrics are scraped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MirrorFigures {
-    /// Users that exist, and deleted users kept as tombstones.
-    pub users: i64,
-    pub tombstones: i64,
+    /// Per object type (`user`, `organization`, ...): the rows that exist
+    /// and the tombstones.
+    pub objects: Vec<(&'static str, i64, i64)>,
     /// When the last delivery that changed the mirror was committed (ms).
     pub last_applied_ms: Option<i64>,
     /// The main file plus its write-ahead log.
@@ -35,6 +35,12 @@ pub struct MirrorFigures {
 struct DeliveryLabels {
     r#type: String,
     outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ObjectLabels {
+    object: String,
+    state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +72,7 @@ struct Inner {
     commits: Histogram,
     users: Gauge,
     tombstones: Gauge,
+    objects: Family<ObjectLabels, Gauge>,
     since_applied: Gauge<f64, AtomicU64>,
     db_bytes: Gauge,
 }
@@ -114,6 +121,12 @@ impl Metrics {
             "Deleted users kept as tombstones",
             tombstones.clone(),
         );
+        let objects = Family::<ObjectLabels, Gauge>::default();
+        registry.register(
+            "mirror_rows",
+            "Rows of the mirror by object type (user, organization, membership, invitation) and state (live, deleted)",
+            objects.clone(),
+        );
         let since_applied = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "seconds_since_last_applied",
@@ -134,6 +147,7 @@ impl Metrics {
             commits,
             users,
             tombstones,
+            objects,
             since_applied,
             db_bytes,
         }))
@@ -174,8 +188,21 @@ impl Metrics {
     /// Only if formatting fails.
     pub fn encode(&self, figures: &MirrorFigures) -> anyhow::Result<String> {
         let inner = &self.0;
-        inner.users.set(figures.users);
-        inner.tombstones.set(figures.tombstones);
+        for &(object, live, tombstones) in &figures.objects {
+            let labels = |state: &str| ObjectLabels {
+                object: object.to_owned(),
+                state: state.to_owned(),
+            };
+            inner.objects.get_or_create(&labels("live")).set(live);
+            inner
+                .objects
+                .get_or_create(&labels("deleted"))
+                .set(tombstones);
+            if object == "user" {
+                inner.users.set(live);
+                inner.tombstones.set(tombstones);
+            }
+        }
         inner.since_applied.set(match figures.last_applied_ms {
             Some(ms) => ((figures.now_ms - ms) as f64 / 1000.0).max(0.0),
             None => -1.0,

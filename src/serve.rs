@@ -42,7 +42,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let metrics = Metrics::new();
-    let (store, writer_thread) = Store::open(&config.db, config.busy_timeout, metrics.clone())?;
+    let (store, writer_thread) = Store::open(
+        &config.db,
+        config.busy_timeout,
+        config.keep_days,
+        metrics.clone(),
+    )?;
     let app = Arc::new(App {
         path: config.path.clone(),
         tolerance: config.tolerance,

@@ -20,11 +20,20 @@ use crate::{clock, secrets};
 /// Missing secret, unreadable file, `--user-id` or `--email` with a file,
 /// unreachable URL.
 pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
-    let builtin = builtin_event(&args.event, args.user_id.as_deref(), args.email.as_deref())?;
-    if builtin.is_none() && (args.user_id.is_some() || args.email.is_some()) {
+    let shape = Shape {
+        user_id: args.user_id.as_deref(),
+        email: args.email.as_deref(),
+        org_id: args.org_id.as_deref(),
+        role: &args.role,
+    };
+    let builtin = builtin_event(&args.event, &shape)?;
+    if builtin.is_none()
+        && (args.user_id.is_some() || args.email.is_some() || args.org_id.is_some())
+    {
         bail!(
-            "--user-id and --email apply to the built-in events only (user.created, user.updated, \
-             user.deleted); the file {} is sent byte for byte",
+            "--user-id, --email and --org-id apply to the built-in events only ({}); the file {} \
+             is sent byte for byte",
+            BUILTIN.join(", "),
             args.event
         );
     }
@@ -33,8 +42,9 @@ pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         Some(body) => body,
         None => std::fs::read(&args.event).with_context(|| {
             format!(
-                "{} is neither user.created, user.updated, user.deleted nor a readable file",
-                args.event
+                "{} is neither a built-in event ({}) nor a readable file",
+                args.event,
+                BUILTIN.join(", ")
             )
         })?,
     };
@@ -59,26 +69,124 @@ pub async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Builds a realistic Clerk envelope for the three user events, or `None`
-/// when `event` is not one of them.
+/// The events `send` can make up.
+pub const BUILTIN: &[&str] = &[
+    "user.created",
+    "user.updated",
+    "user.deleted",
+    "organization.created",
+    "organization.updated",
+    "organization.deleted",
+    "organizationMembership.created",
+    "organizationMembership.updated",
+    "organizationMembership.deleted",
+];
+
+/// What the command line says of a built-in payload.
+#[derive(Debug, Default)]
+pub struct Shape<'a> {
+    pub user_id: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub org_id: Option<&'a str>,
+    pub role: &'a str,
+}
+
+/// Builds a realistic Clerk envelope for a built-in event, or `None` when
+/// `event` is not one of them.
 ///
 /// # Errors
-/// When `user_id` is not a plausible id.
-pub fn builtin_event(
-    event: &str,
-    user_id: Option<&str>,
-    email: Option<&str>,
-) -> anyhow::Result<Option<Vec<u8>>> {
-    if !matches!(event, "user.created" | "user.updated" | "user.deleted") {
+/// When an id given is empty.
+pub fn builtin_event(event: &str, shape: &Shape<'_>) -> anyhow::Result<Option<Vec<u8>>> {
+    if !BUILTIN.contains(&event) {
         return Ok(None);
     }
     let now = clock::now_ms();
-    let user_id = match user_id {
-        Some(id) if !id.is_empty() => id.to_owned(),
-        Some(_) => bail!("--user-id must not be empty"),
-        None => format!("user_{}", random_base62(27)?),
+    let user_id = id_or_new(shape.user_id, "--user-id", "user_")?;
+    let org_id = id_or_new(shape.org_id, "--org-id", "org_")?;
+    let data = match event {
+        "user.created" | "user.updated" | "user.deleted" => {
+            user(event, &user_id, shape.email, now)?
+        }
+        "organization.deleted" => {
+            json!({ "deleted": true, "id": org_id, "object": "organization" })
+        }
+        "organization.created" | "organization.updated" => organization(&org_id, now),
+        _ => json!({
+            "created_at": now,
+            // The same user in the same organization is the same membership,
+            // so a .deleted after a .created finds it.
+            "id": membership_id(&org_id, &user_id),
+            "object": "organization_membership",
+            "organization": organization(&org_id, now),
+            "permissions": [],
+            "private_metadata": {},
+            "public_metadata": {},
+            "public_user_data": {
+                "first_name": "Test", "has_image": false, "identifier": format!("{}@example.com", user_id.to_lowercase()),
+                "image_url": "https://img.clerk.com/placeholder", "last_name": "User", "user_id": user_id
+            },
+            "role": shape.role,
+            "role_name": shape.role.trim_start_matches("org:"),
+            "updated_at": now
+        }),
     };
-    let data = if event == "user.deleted" {
+    let envelope = json!({
+        "data": data,
+        "event_attributes": { "http_request": { "client_ip": "127.0.0.1", "user_agent": "clerk-sync send" } },
+        "instance_id": "ins_clerksynclocaltest",
+        "object": "event",
+        "timestamp": now,
+        "type": event,
+    });
+    Ok(Some(serde_json::to_vec(&envelope)?))
+}
+
+fn id_or_new(given: Option<&str>, flag: &str, prefix: &str) -> anyhow::Result<String> {
+    match given {
+        Some("") => bail!("{flag} must not be empty"),
+        Some(id) => Ok(id.to_owned()),
+        None => Ok(format!("{prefix}{}", random_base62(27)?)),
+    }
+}
+
+fn membership_id(org_id: &str, user_id: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{org_id}\n{user_id}").as_bytes(),
+    );
+    let hex: String = digest.as_ref()[..14]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("orgmem_{hex}")
+}
+
+fn organization(org_id: &str, now: i64) -> serde_json::Value {
+    json!({
+        "admin_delete_enabled": true,
+        "created_at": now,
+        "created_by": null,
+        "has_image": false,
+        "id": org_id,
+        "image_url": "https://img.clerk.com/placeholder",
+        "max_allowed_memberships": 5,
+        "members_count": 1,
+        "name": "Test Organization",
+        "object": "organization",
+        "private_metadata": {},
+        "public_metadata": {},
+        "slug": format!("test-{}", org_id.trim_start_matches("org_").to_lowercase()),
+        "updated_at": now
+    })
+}
+
+fn user(
+    event: &str,
+    user_id: &str,
+    email: Option<&str>,
+    now: i64,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(if event == "user.deleted" {
         json!({ "deleted": true, "id": user_id, "object": "user" })
     } else {
         let email_id = format!("idn_{}", random_base62(27)?);
@@ -126,16 +234,7 @@ pub fn builtin_event(
             "username": null,
             "web3_wallets": []
         })
-    };
-    let envelope = json!({
-        "data": data,
-        "event_attributes": { "http_request": { "client_ip": "127.0.0.1", "user_agent": "clerk-sync send" } },
-        "instance_id": "ins_clerksynclocaltest",
-        "object": "event",
-        "timestamp": now,
-        "type": event,
-    });
-    Ok(Some(serde_json::to_vec(&envelope)?))
+    })
 }
 
 async fn post(
@@ -178,24 +277,43 @@ async fn post(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{self, Change};
+    use crate::event::{self, Change, Field, Kind};
     #[test]
     fn builtin_events_parse_as_what_they_claim() {
-        for kind in ["user.created", "user.updated", "user.deleted"] {
-            let body = builtin_event(kind, Some("user_abc"), Some("a@b.test"))
-                .unwrap()
-                .unwrap();
+        let shape = Shape {
+            user_id: Some("user_abc"),
+            email: Some("a@b.test"),
+            org_id: Some("org_xyz"),
+            role: "org:admin",
+        };
+        for kind in BUILTIN {
+            let body = builtin_event(kind, &shape).unwrap().unwrap();
             let d = event::parse("msg_x".into(), &body, 0).unwrap();
-            assert_eq!(d.event_type, kind);
-            assert_eq!(d.object_id.as_deref(), Some("user_abc"));
-            match d.change {
-                Change::Upsert(u) => assert_eq!(u.text("email"), Some("a@b.test")),
-                Change::Delete(_) => assert_eq!(kind, "user.deleted"),
-                Change::Record => panic!("{kind} must be mirrored"),
+            assert_eq!(d.event_type, *kind);
+            let (mirrored, _) = event::action(kind).expect("every built-in is mirrored");
+            match (mirrored, d.change) {
+                (Kind::User, Change::Upsert(u)) => assert_eq!(u.text("email"), Some("a@b.test")),
+                (Kind::User, Change::Delete(t)) => assert_eq!(t.id, "user_abc"),
+                (Kind::Organization, Change::Upsert(o)) => {
+                    assert_eq!(
+                        (o.id.as_str(), o.text("name")),
+                        ("org_xyz", Some("Test Organization"))
+                    )
+                }
+                (Kind::Organization, Change::Delete(t)) => assert_eq!(t.id, "org_xyz"),
+                (Kind::Membership, Change::Upsert(m)) => {
+                    assert_eq!(m.text("organization_id"), Some("org_xyz"));
+                    assert_eq!(m.text("user_id"), Some("user_abc"));
+                    assert_eq!(m.text("role"), Some("org:admin"));
+                    assert_eq!(m.id, membership_id("org_xyz", "user_abc"));
+                }
+                (Kind::Membership, Change::Delete(t)) => {
+                    assert_eq!(t.id, membership_id("org_xyz", "user_abc"));
+                    assert_eq!(t.column("user_id"), Some(&Field::Text("user_abc".into())));
+                }
+                (kind, change) => panic!("{kind:?}: {change:?}"),
             }
         }
-        assert!(builtin_event("session.created", None, None)
-            .unwrap()
-            .is_none());
+        assert!(builtin_event("session.created", &shape).unwrap().is_none());
     }
 }

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use super::print_out;
 use crate::cli::StatusArgs;
-use crate::store::status::status_report;
+use crate::event::Kind;
+use crate::store::status::{plural, status_report};
 
 /// `status`: counts, last event, schema version and integrity, read-only.
 ///
@@ -49,11 +50,20 @@ fn status_text(r: &Value) -> String {
             r["journal_mode"].as_str().unwrap_or("unknown")
         ));
     }
-    let u = &r["users"];
-    if !u.is_null() {
+    for kind in Kind::ALL {
+        let name = plural(kind);
+        let u = &r[name];
+        if !u.is_null() {
+            lines.push(format!(
+                "{name:<15} {} ({} active, {} tombstones)",
+                u["total"], u["active"], u["tombstones"]
+            ));
+        }
+    }
+    if !r["changes"].is_null() {
         lines.push(format!(
-            "users           {} ({} active, {} tombstones)",
-            u["total"], u["active"], u["tombstones"]
+            "changes         {} rows, last seq {}",
+            r["changes"]["rows"], r["changes"]["last_seq"]
         ));
     }
     if !r["events"].is_null() {
@@ -77,6 +87,30 @@ fn status_text(r: &Value) -> String {
             ),
             None => "last event      none".to_owned(),
         });
+    }
+    match r["last_import"].as_object() {
+        Some(last) => {
+            let counts = last["counts"]
+                .as_object()
+                .map_or_else(String::new, |types| {
+                    types
+                        .iter()
+                        .map(|(kind, c)| {
+                            format!(
+                                "; {kind}: {} listed, {} inserted, {} updated, {} deleted",
+                                c["listed"], c["inserted"], c["updated"], c["deleted"]
+                            )
+                        })
+                        .collect()
+                });
+            lines.push(format!(
+                "last import     {} at {} ms{counts}",
+                last["result"].as_str().unwrap_or(""),
+                last["started_at"]
+            ));
+        }
+        None if r.get("last_import").is_some() => lines.push("last import     never".to_owned()),
+        None => {}
     }
     lines.push(format!(
         "integrity       {}",

@@ -12,6 +12,7 @@ mod file;
 mod open;
 mod paths;
 mod queries;
+pub mod retention;
 pub mod status;
 mod tables;
 mod writer;
@@ -50,11 +51,14 @@ pub struct Store {
     writer: Writer,
     readers: ReadPool,
     file: DbFile,
+    /// Stops pruning when the store goes.
+    _retention: Option<retention::Retention>,
 }
 
 impl Store {
     /// Opens the file at `path` for writing (creating and migrating it) and
-    /// starts the writer thread. The thread ends once the store is dropped
+    /// starts the writer thread, and pruning of what is older than
+    /// `keep_days` (0: keep everything). The thread ends once the store is dropped
     /// and the last queued delivery is committed; join it to know that.
     ///
     /// # Errors
@@ -62,6 +66,7 @@ impl Store {
     pub fn open(
         path: &Path,
         busy: Duration,
+        keep_days: u32,
         metrics: Metrics,
     ) -> anyhow::Result<(Self, std::thread::JoinHandle<()>)> {
         let conn = open_writer(path, busy)?;
@@ -70,11 +75,16 @@ impl Store {
         let readers = read_pool(path, busy)?;
         let (writer, thread) = Writer::spawn(conn, file.clone(), metrics, busy)
             .context("cannot start the database writer")?;
+        let retention = match keep_days {
+            0 => None,
+            days => Some(retention::Retention::spawn(path, days).context("cannot start pruning")?),
+        };
         Ok((
             Self {
                 writer,
                 readers,
                 file,
+                _retention: retention,
             },
             thread,
         ))

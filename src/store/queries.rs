@@ -6,6 +6,7 @@ use rusqlite::Connection;
 
 use super::paths::{file_len, wal_path};
 use super::{DbFile, ReadPool};
+use crate::event::Kind;
 use crate::metrics::MirrorFigures;
 
 /// The type recorded for delivery `id`, if it was accepted before.
@@ -37,17 +38,29 @@ pub(super) fn check_health(readers: &ReadPool, file: &DbFile) -> anyhow::Result<
     Ok(())
 }
 
-/// All users ever seen, and how many of them are tombstones. Both counts
-/// come from indexes, not from the 2 KB rows, so scrapes stay cheap.
+/// All `kind` rows ever seen, and how many of them are tombstones; `None`
+/// when the file has no such table (a schema older than the type). Both
+/// counts come from indexes, not from the rows, so scrapes stay cheap.
 ///
 /// # Errors
 /// Any SQLite failure.
-pub fn user_counts(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+pub(super) fn object_counts(conn: &Connection, kind: Kind) -> rusqlite::Result<Option<(i64, i64)>> {
+    let table = kind.spec().table;
+    let exists: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(None);
+    }
     conn.query_row(
-        "SELECT (SELECT count(*) FROM users),
-                (SELECT count(*) FROM users WHERE deleted_at IS NOT NULL)",
+        &format!(
+            "SELECT (SELECT count(*) FROM {table}),
+                    (SELECT count(*) FROM {table} WHERE deleted_at IS NOT NULL)"
+        ),
         [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| Ok(Some((r.get(0)?, r.get(1)?))),
     )
 }
 
@@ -60,15 +73,19 @@ pub(super) fn mirror_figures(
     path: &std::path::Path,
 ) -> anyhow::Result<MirrorFigures> {
     let conn = readers.get()?;
-    let (users, tombstones) = user_counts(&conn)?;
+    let mut objects = Vec::new();
+    for kind in Kind::ALL {
+        if let Some((total, tombstones)) = object_counts(&conn, kind)? {
+            objects.push((kind.name(), total - tombstones, tombstones));
+        }
+    }
     let last_applied_ms: Option<i64> = conn.query_row(
         "SELECT max(received_at) FROM webhook_events WHERE outcome = 'applied'",
         [],
         |r| r.get(0),
     )?;
     Ok(MirrorFigures {
-        users: users - tombstones,
-        tombstones,
+        objects,
         last_applied_ms,
         bytes: file_len(path) + file_len(&wal_path(path)),
         now_ms: crate::clock::now_ms(),

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::event::Kind;
+
 use anyhow::{bail, Context as _};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension as _};
 use serde_json::{json, Value};
@@ -122,9 +124,35 @@ fn read_figures(tx: &Connection, report: &mut Value, wal_file: bool) -> rusqlite
     } else {
         json!(tx.query_row::<String, _, _>("PRAGMA journal_mode", [], |r| r.get(0))?)
     };
-    let (users, tombstones) = super::queries::user_counts(tx)?;
-    report["users"] =
-        json!({ "total": users, "active": users - tombstones, "tombstones": tombstones });
+    for kind in Kind::ALL {
+        if let Some((total, tombstones)) = super::queries::object_counts(tx, kind)? {
+            report[plural(kind)] =
+                json!({ "total": total, "active": total - tombstones, "tombstones": tombstones });
+        }
+    }
+    if has_table(tx, "changes")? {
+        let (rows, last): (i64, Option<i64>) = tx.query_row(
+            "SELECT count(*), (SELECT seq FROM sqlite_sequence WHERE name = 'changes') FROM changes",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        report["changes"] = json!({ "rows": rows, "last_seq": last.unwrap_or(0) });
+    }
+    if has_table(tx, "imports")? {
+        let last: Option<ImportRow> = tx
+            .query_row(
+                "SELECT started_at, finished_at, result, report FROM imports ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        report["last_import"] = json!(last.map(|(started, finished, result, counts)| json!({
+            "started_at": started,
+            "finished_at": finished,
+            "result": result.unwrap_or_else(|| "unfinished".into()),
+            "counts": counts.and_then(|c| serde_json::from_str::<Value>(&c).ok()),
+        })));
+    }
     let mut by_type = serde_json::Map::new();
     let mut events = 0i64;
     let mut stmt = tx.prepare("SELECT type, outcome, count(*) FROM webhook_events GROUP BY type, outcome ORDER BY type, outcome")?;
@@ -155,6 +183,27 @@ fn read_figures(tx: &Connection, report: &mut Value, wal_file: bool) -> rusqlite
         "seconds_ago": (crate::clock::now_ms() - at) / 1000,
     })));
     Ok(())
+}
+
+/// `started_at`, `finished_at`, `result`, `report` of an `imports` row.
+type ImportRow = (i64, Option<i64>, Option<String>, Option<String>);
+
+/// The report's key for `kind`: `users`, `organizations`, ...
+pub fn plural(kind: Kind) -> &'static str {
+    match kind {
+        Kind::User => "users",
+        Kind::Organization => "organizations",
+        Kind::Membership => "memberships",
+        Kind::Invitation => "invitations",
+    }
+}
+
+fn has_table(tx: &Connection, name: &str) -> rusqlite::Result<bool> {
+    tx.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get(0),
+    )
 }
 
 /// Whether SQLite refused to read on because the file is damaged: a page
