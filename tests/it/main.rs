@@ -9,5 +9,6 @@ mod common;
 mod http;
 mod lifecycle;
 mod mirror;
+mod organizations;
 mod service;
 mod signatures;
