@@ -10,5 +10,6 @@ mod http;
 mod lifecycle;
 mod mirror;
 mod organizations;
+mod retention;
 mod service;
 mod signatures;
