@@ -9,6 +9,7 @@
 mod apply;
 mod checkpoint;
 mod file;
+pub mod import;
 mod open;
 mod paths;
 mod queries;

@@ -1,0 +1,222 @@
+//! The store's side of `clerk-sync import`: merging pages of objects by the
+//! same rules as deliveries, in short transactions of their own, and
+//! finding the rows a complete listing did not name.
+//!
+//! Each page is one write transaction (a few milliseconds), so a `serve`
+//! writing the same file waits at most that long for the lock. The ids a
+//! listing names are kept in a temporary table, not in memory, however many
+//! there are.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use super::apply::{Applier, Merge, Origin};
+use super::open_writer;
+use crate::event::{self, Kind, Tombstone};
+
+/// How long a page waits for the write lock a `serve` holds between its
+/// batches: far longer than any batch takes.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// What merging did, for one object type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    pub listed: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub stale: u64,
+    pub deleted: u64,
+    /// Objects that could not be read (no id, not an object); named in the log.
+    pub invalid: u64,
+}
+
+impl Counts {
+    fn count(&mut self, merge: Merge) {
+        match merge {
+            Merge::Created => self.inserted += 1,
+            Merge::Updated => self.updated += 1,
+            Merge::Unchanged => self.unchanged += 1,
+            Merge::Stale => self.stale += 1,
+        }
+    }
+
+    /// Adds `other` to these counts.
+    pub fn add(&mut self, other: &Counts) {
+        self.listed += other.listed;
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.stale += other.stale;
+        self.deleted += other.deleted;
+        self.invalid += other.invalid;
+    }
+}
+
+/// How a page's objects are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// By the `updated_at` guard, as a delivery of the same object.
+    Merge,
+    /// Only where the mirror has no row: objects without a version (an
+    /// export file), which must never overwrite one that has.
+    InsertAbsent,
+}
+
+/// The import's own connection to the mirror.
+pub struct Importer {
+    conn: Connection,
+    dry_run: bool,
+}
+
+impl Importer {
+    /// Opens (creating and migrating if need be) the database at `path`.
+    /// With `dry_run`, every change is rolled back once counted.
+    ///
+    /// # Errors
+    /// What keeps the file from being written safely.
+    pub fn open(path: &Path, dry_run: bool) -> anyhow::Result<Self> {
+        let conn = open_writer(path, LOCK_WAIT)?;
+        conn.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS listed (kind TEXT NOT NULL, id TEXT NOT NULL,
+                 PRIMARY KEY (kind, id)) WITHOUT ROWID",
+        )
+        .context("cannot prepare the import")?;
+        Ok(Self { conn, dry_run })
+    }
+
+    /// Merges one page of `kind` objects (each a JSON object's text), in
+    /// one transaction, noting their ids as listed.
+    ///
+    /// # Errors
+    /// When SQLite fails; nothing of the page is then written.
+    pub fn page<S: AsRef<str>>(&mut self, kind: Kind, objects: &[S], mode: Mode) -> anyhow::Result<Counts> {
+        let now = crate::clock::now_ms();
+        let dry_run = self.dry_run;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut counts = Counts::default();
+        {
+            let mut listed = tx.prepare_cached("INSERT OR IGNORE INTO temp.listed (kind, id) VALUES (?1, ?2)")?;
+            tx.execute_batch("SAVEPOINT page")?;
+            let mut applier = Applier::new(&tx)?;
+            for raw in objects {
+                counts.listed += 1;
+                let object = match event::object(kind, raw.as_ref(), now) {
+                    Ok(object) => object,
+                    Err(e) => {
+                        tracing::warn!(kind = kind.name(), error = %e, "object passed over");
+                        counts.invalid += 1;
+                        continue;
+                    }
+                };
+                listed.execute(params![kind.name(), object.id])?;
+                counts.count(match mode {
+                    Mode::Merge => applier.merge(&object, now, Origin::Import)?,
+                    Mode::InsertAbsent => applier.insert_absent(&object, now, Origin::Import)?,
+                });
+            }
+            drop(applier);
+            // The listed ids stay either way: a dry run goes on to find
+            // what a real one would delete.
+            tx.execute_batch(if dry_run {
+                "ROLLBACK TO page; RELEASE page"
+            } else {
+                "RELEASE page"
+            })?;
+        }
+        tx.commit()?;
+        Ok(counts)
+    }
+
+    /// The live `kind` rows a complete listing begun at `listing_began`
+    /// (ms) did not name and that were created before it: the ones Clerk
+    /// may have deleted while no webhook reached the mirror. With their
+    /// organization, for memberships.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn unlisted(&self, kind: Kind, listing_began: i64) -> anyhow::Result<Vec<(String, Option<String>)>> {
+        let spec = kind.spec();
+        let organization = if kind == Kind::Membership {
+            "organization_id"
+        } else {
+            "NULL"
+        };
+        let sql = format!(
+            "SELECT clerk_id, {organization} FROM {table}
+             WHERE deleted_at IS NULL AND (created_at IS NULL OR created_at < ?1)
+               AND clerk_id NOT IN (SELECT id FROM temp.listed WHERE kind = ?2)
+             ORDER BY clerk_id",
+            table = spec.table
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params![listing_began, kind.name()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Makes tombstones of `ids`, whose deletion Clerk confirmed at `at`
+    /// (ms); how many changed.
+    ///
+    /// # Errors
+    /// When SQLite fails; nothing is then written.
+    pub fn tombstones(&mut self, kind: Kind, ids: &[String], at: i64) -> anyhow::Result<u64> {
+        let dry_run = self.dry_run;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut deleted = 0;
+        {
+            let mut applier = Applier::new(&tx)?;
+            for id in ids {
+                let tombstone = Tombstone {
+                    kind,
+                    id: id.clone(),
+                    columns: vec![None; kind.spec().columns.len()],
+                    deleted_at: at,
+                };
+                if applier.delete(&tombstone, at, Origin::Import)? {
+                    deleted += 1;
+                }
+            }
+        }
+        if dry_run {
+            tx.rollback()?;
+        } else {
+            tx.commit()?;
+        }
+        Ok(deleted)
+    }
+
+    /// Records that an import began at `started_at` (ms); its row id. A dry
+    /// run records nothing.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn begin_run(&self, started_at: i64) -> anyhow::Result<Option<i64>> {
+        if self.dry_run {
+            return Ok(None);
+        }
+        self.conn
+            .execute("INSERT INTO imports (started_at) VALUES (?1)", [started_at])?;
+        Ok(Some(self.conn.last_insert_rowid()))
+    }
+
+    /// Records how run `id` ended, with its report.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn finish_run(&self, id: Option<i64>, result: &str, report: &serde_json::Value) -> anyhow::Result<()> {
+        if let Some(id) = id {
+            self.conn.execute(
+                "UPDATE imports SET finished_at = ?2, result = ?3, report = ?4 WHERE id = ?1",
+                params![id, crate::clock::now_ms(), result, report.to_string()],
+            )?;
+        }
+        Ok(())
+    }
+}
