@@ -25,6 +25,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod event;
+pub mod import;
 pub mod metrics;
 pub mod notify;
 pub mod routes;
