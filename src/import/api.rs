@@ -839,8 +839,9 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// The rustls error behind a connection failure. It sits inside an
-/// `io::Error`, whose `source()` skips it, so those are opened by hand.
+/// The rustls error behind a connection failure. It sits inside
+/// `io::Error`s (two, with hyper-rustls), whose `source()` skips what they
+/// wrap, so those are opened by hand.
 fn find_rustls_error<'e>(
     error: &'e (dyn std::error::Error + 'static),
 ) -> Option<&'e rustls::Error> {
@@ -849,14 +850,12 @@ fn find_rustls_error<'e>(
         if let Some(found) = e.downcast_ref::<rustls::Error>() {
             return Some(found);
         }
-        if let Some(found) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(found);
-        }
-        cause = e.source();
+        cause = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
