@@ -604,18 +604,23 @@ impl ApiClient {
         Ok((parts.status, parts.headers, body))
     }
 
-    /// A refused, broken or untrusted connection. An untrusted certificate
-    /// stays untrusted however often it is tried.
+    /// A refused, broken or untrusted connection. A TLS failure (an
+    /// untrusted certificate, plain HTTP where HTTPS was asked for) stays
+    /// what it is however often it is tried.
     fn connection_failed(&self, error: &hyper_util::client::legacy::Error) -> Failed {
-        let chain = error_chain(error);
-        match find_rustls_error(error) {
-            Some(rustls::Error::InvalidCertificate(detail)) => Failed::Fatal(ApiError::Tls {
+        let tls = |detail: String| {
+            Failed::Fatal(ApiError::Tls {
                 host: self.inner.host.clone(),
-                detail: format!(
-                    "its certificate is not trusted ({detail:?}); trust its CA with SSL_CERT_FILE"
-                ),
-            }),
-            _ => Failed::Transient(self.inner.key.redact(&chain)),
+                detail,
+            })
+        };
+        match find_rustls_error(error) {
+            Some(rustls::Error::InvalidCertificate(why)) => tls(format!(
+                "its certificate is not trusted ({why:?}); if its CA is a private one, name a \
+                 PEM file of it in SSL_CERT_FILE"
+            )),
+            Some(other) => tls(other.to_string()),
+            None => Failed::Transient(self.inner.key.redact(&error_chain(error))),
         }
     }
 

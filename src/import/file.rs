@@ -925,8 +925,9 @@ mod tests {
     }
 
     #[test]
-    fn a_file_larger_than_the_read_buffer_streams_through() {
-        let users: Vec<String> = (0..3000)
+    fn a_file_larger_than_the_read_buffer_streams_through_in_each_format() {
+        const N: usize = 3000;
+        let users: Vec<String> = (0..N)
             .map(|n| {
                 format!(
                     r#"{{"id":"user_{n:05}","first_name":"Name {n}","email_addresses":[{{"id":"idn_{n}","email_address":"u{n}@example.com"}}],"public_metadata":{{"note":"{}"}}}}"#,
@@ -934,14 +935,48 @@ mod tests {
                 )
             })
             .collect();
-        let array = format!("[{}]", users.join(",\n"));
-        let lines = users.join("\n");
-        assert!(array.len() > 4 * READ_BUFFER);
-        for text in [array, lines] {
-            let (_, found) = ids(&text, READ_BUFFER);
-            assert_eq!(found.len(), 3000);
-            assert_eq!(found[2999], "user_02999");
+        let rows: Vec<String> = (0..N)
+            .map(|n| {
+                format!(
+                    "user_{n:05},\"Name, {n}\",,,u{n}@example.com,{}",
+                    "x".repeat(n % 97)
+                )
+            })
+            .collect();
+        let files = [
+            (format!("[{}]", users.join(",\n")), Format::JsonArray),
+            (
+                format!("{{\"data\": [{}], \"total_count\": {N}}}", users.join(",")),
+                Format::JsonPage,
+            ),
+            (users.join("\n"), Format::JsonLines),
+            (
+                format!(
+                    "id,first_name,last_name,username,primary_email_address,note\n{}\n",
+                    rows.join("\n")
+                ),
+                Format::Csv,
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for (n, (text, format)) in files.iter().enumerate() {
+            assert!(text.len() > 4 * READ_BUFFER);
+            let path = dir.path().join(format!("users-{n}"));
+            std::fs::write(&path, text).unwrap();
+            let file = UserFile::open(&path).unwrap();
+            assert_eq!(file.format(), *format);
+            let mut count = 0;
+            for (i, record) in file.enumerate() {
+                let record = record.unwrap();
+                let v: Value = serde_json::from_str(record.object.get()).unwrap();
+                assert_eq!(v["id"], format!("user_{i:05}"), "{format:?}");
+                assert_eq!(record.number, i as u64 + 1);
+                count += 1;
+            }
+            assert_eq!(count, N, "{format:?}");
         }
+        let e = UserFile::open(&dir.path().join("missing")).err().unwrap();
+        assert!(e.to_string().starts_with("cannot open "), "{e}");
     }
 
     const EXPORT: &str = "\u{feff}# Password for users with passwords: Kk4aPMeiaRpAs2OeX1NE\n\

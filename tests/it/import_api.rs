@@ -731,3 +731,22 @@ async fn ssl_cert_file_child() {
     let page = client.list_page(Kind::Users, 0, 10).await.unwrap();
     assert_eq!(page.len(), 3);
 }
+
+#[tokio::test]
+async fn https_to_a_plain_http_server_fails_at_once() {
+    let fake = FakeClerk::start(KEY, org_data()).await;
+    let url = fake.url().replace("http://", "https://");
+    let client = ApiClient::with_options(
+        &url,
+        key(KEY),
+        ApiOptions {
+            extra_roots: vec![FakeClerk::start_tls(KEY, Data::default()).await.ca_der()],
+            ..fast()
+        },
+    )
+    .unwrap();
+    let e = client.list_page(Kind::Users, 0, 10).await.unwrap_err();
+    assert!(matches!(e, ApiError::Tls { .. }), "{e}");
+    assert!(e.could_not_start());
+    assert_eq!(fake.connections(), 1);
+}
