@@ -6,7 +6,7 @@
 //! - [`pace`]: at most N requests in any one second, without bursts.
 //! - [`api`]: the Backend API client: the four lists, single lookups,
 //!   retries, `429`s, errors that name the likely cause.
-//! - [`file`]: `--from-file`: a JSON array, a `{"data": [...]}` page, JSON
+//! - [`file`](mod@file): `--from-file`: a JSON array, a `{"data": [...]}` page, JSON
 //!   Lines, or the Dashboard's CSV export, read one object at a time.
 //!
 //! Objects come out as Clerk sent them (or, from a CSV, in the same shape),
