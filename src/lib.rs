@@ -29,7 +29,9 @@
 //! - [`serve`]: the composition root of `clerk-sync serve`.
 //! - [`notify`]: systemd `Type=notify` readiness and watchdog.
 //! - [`shutdown`]: SIGTERM / SIGINT.
-//! - [`cmd`]: the `send`, `sign`, `verify` and `status` subcommands.
+//! - [`cmd`]: one file per subcommand besides `serve`.
+//! - [`import`]: Clerk's Backend API client and export-file readers that
+//!   `clerk-sync import` fills the mirror from.
 //! - [`clock`]: wall-clock time in Clerk's units.
 
 pub mod cli;
@@ -38,6 +40,7 @@ pub mod cmd;
 pub mod config;
 pub mod event;
 pub mod http;
+pub mod import;
 pub mod metrics;
 pub mod notify;
 pub mod redact;

@@ -6,7 +6,9 @@
 //! against published Standard Webhooks test vectors.
 
 mod common;
+mod fake_clerk;
 mod http;
+mod import_api;
 mod lifecycle;
 mod mirror;
 mod organizations;
