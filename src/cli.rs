@@ -36,6 +36,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show what the mirror holds: counts, last event, schema, integrity.
     Status(StatusArgs),
+    /// Fill and reconcile the mirror from Clerk's Backend API, or from an
+    /// export file.
+    Import(ImportArgs),
 }
 
 /// Where the signing secrets come from.
@@ -217,6 +220,51 @@ pub struct VerifyArgs {
 
     #[command(flatten)]
     pub secrets: SecretArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The SQLite file `serve` writes; created with its schema if missing.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "CLERK_SYNC_DB",
+        default_value = "clerk-sync.db"
+    )]
+    pub db: PathBuf,
+
+    /// Clerk's Backend API; every request goes to {api-url}/v1/...
+    #[arg(long, value_name = "URL", env = "CLERK_API_URL", default_value = crate::import::DEFAULT_API_URL)]
+    pub api_url: String,
+
+    /// File holding the secret key (sk_live_... or sk_test_...); else the
+    /// systemd credential clerk-secret-key, else CLERK_SECRET_KEY.
+    // Its value stays out of --help: a key may have been pasted there.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "CLERK_SECRET_KEY_FILE",
+        hide_env_values = true
+    )]
+    pub secret_key_file: Option<PathBuf>,
+
+    /// At most this many requests in any one second (0: no limit). The app
+    /// shares the instance's limit, so keep it low.
+    #[arg(long, value_name = "N", env = "CLERK_SYNC_IMPORT_RATE", default_value_t = crate::import::DEFAULT_RATE)]
+    pub rate: u32,
+
+    /// Write nothing; report what would change.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Read users from a file instead of the API: a JSON array of user
+    /// objects, a {"data": [...]} page, JSON Lines, or the Dashboard's CSV export.
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -52,6 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Sign(args) => cmd::sign::sign(args),
             Command::Verify(args) => cmd::verify::verify(args),
             Command::Status(args) => cmd::status::status(args),
+            Command::Import(args) => cmd::import::import(args).await,
         }
     })
 }

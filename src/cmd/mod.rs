@@ -3,6 +3,7 @@
 //! as `serve`, so what they sign is what the receiver accepts. Their output
 //! goes through [`print_out`], which cuts any secret it quotes.
 
+pub mod import;
 pub mod send;
 pub mod sign;
 pub mod status;

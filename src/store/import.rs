@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rusqlite::{params, Connection, TransactionBehavior};
+use serde_json::value::RawValue;
 
 use super::apply::{Applier, Merge, Origin};
 use super::open_writer;
@@ -93,7 +94,12 @@ impl Importer {
     ///
     /// # Errors
     /// When SQLite fails; nothing of the page is then written.
-    pub fn page<S: AsRef<str>>(&mut self, kind: Kind, objects: &[S], mode: Mode) -> anyhow::Result<Counts> {
+    pub fn page(
+        &mut self,
+        kind: Kind,
+        objects: &[Box<RawValue>],
+        mode: Mode,
+    ) -> anyhow::Result<Counts> {
         let now = crate::clock::now_ms();
         let dry_run = self.dry_run;
         let tx = self
@@ -101,12 +107,13 @@ impl Importer {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut counts = Counts::default();
         {
-            let mut listed = tx.prepare_cached("INSERT OR IGNORE INTO temp.listed (kind, id) VALUES (?1, ?2)")?;
+            let mut listed =
+                tx.prepare_cached("INSERT OR IGNORE INTO temp.listed (kind, id) VALUES (?1, ?2)")?;
             tx.execute_batch("SAVEPOINT page")?;
             let mut applier = Applier::new(&tx)?;
             for raw in objects {
                 counts.listed += 1;
-                let object = match event::object(kind, raw.as_ref(), now) {
+                let object = match event::object(kind, raw.get(), now) {
                     Ok(object) => object,
                     Err(e) => {
                         tracing::warn!(kind = kind.name(), error = %e, "object passed over");
@@ -140,7 +147,11 @@ impl Importer {
     ///
     /// # Errors
     /// When SQLite fails.
-    pub fn unlisted(&self, kind: Kind, listing_began: i64) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    pub fn unlisted(
+        &self,
+        kind: Kind,
+        listing_began: i64,
+    ) -> anyhow::Result<Vec<(String, Option<String>)>> {
         let spec = kind.spec();
         let organization = if kind == Kind::Membership {
             "organization_id"
@@ -155,7 +166,9 @@ impl Importer {
             table = spec.table
         );
         let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(params![listing_began, kind.name()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map(params![listing_began, kind.name()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -210,7 +223,12 @@ impl Importer {
     ///
     /// # Errors
     /// When SQLite fails.
-    pub fn finish_run(&self, id: Option<i64>, result: &str, report: &serde_json::Value) -> anyhow::Result<()> {
+    pub fn finish_run(
+        &self,
+        id: Option<i64>,
+        result: &str,
+        report: &serde_json::Value,
+    ) -> anyhow::Result<()> {
         if let Some(id) = id {
             self.conn.execute(
                 "UPDATE imports SET finished_at = ?2, result = ?3, report = ?4 WHERE id = ?1",

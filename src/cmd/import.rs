@@ -1,0 +1,560 @@
+//! `clerk-sync import`: fill and reconcile the mirror from Clerk's Backend
+//! API, or from an export file.
+//!
+//! Every object goes through the same parser and the same merge rules as a
+//! webhook carrying it. Each page is committed in a transaction of its own
+//! while the next one is fetched, so the import keeps up with what Clerk
+//! serves and a `serve` writing the same file never waits long. A listing
+//! alone never deletes anything: a live row it did not name, created
+//! before it began, is looked up on its own, and only Clerk's answer that
+//! it is gone makes a tombstone.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal as _, Write as _};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::{json, value::RawValue};
+
+use super::print_out;
+use crate::cli::ImportArgs;
+use crate::event::Kind;
+use crate::import::{self, ApiClient, ApiError, SecretKey, UserFile, MAX_LIMIT};
+use crate::store::import::{Counts, Importer, Mode};
+use crate::{clock, redact, shutdown};
+
+/// Objects merged per transaction from a file (the API's pages are 500).
+const FILE_PAGE: usize = 500;
+
+/// How often progress is logged when standard error is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// How an import ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Complete,
+    /// A signal, or a failure after something was committed.
+    Stopped,
+}
+
+/// Why an import ended early.
+enum Failure {
+    /// Nothing could be done: exit 2.
+    CouldNotStart(String),
+    /// What was committed stays: exit 1.
+    Partway(String),
+}
+
+/// `import`. Exit 0 complete, 1 stopped partway, 2 could not start.
+///
+/// # Errors
+/// Only when the report cannot be written.
+pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let stopping = Arc::new(AtomicBool::new(false));
+    if let Ok(signal) = shutdown::on_signal() {
+        let flag = stopping.clone();
+        tokio::spawn(async move {
+            signal.await;
+            tracing::info!("stopping after the page in hand is committed");
+            flag.store(true, Ordering::SeqCst);
+        });
+    }
+    let started = clock::now_ms();
+    let mut run = Run::new(&args, stopping);
+    let source = if args.from_file.is_some() {
+        "file"
+    } else {
+        "api"
+    };
+    let outcome = match open(&args.db, args.dry_run).await {
+        Err(e) => Err(Failure::CouldNotStart(format!("{e:#}"))),
+        Ok(importer) => {
+            run.importer = Some(importer);
+            let id = run
+                .store(move |i| i.begin_run(started))
+                .await
+                .ok()
+                .flatten();
+            let outcome = match &args.from_file {
+                Some(path) => run.file(path).await,
+                None => match client(&args) {
+                    Ok(client) => run.api(&client).await,
+                    Err(e) => Err(e),
+                },
+            };
+            let result = match &outcome {
+                Ok(End::Complete) => "complete",
+                Ok(End::Stopped) | Err(Failure::Partway(_)) => "stopped",
+                Err(Failure::CouldNotStart(_)) => "failed",
+            };
+            let report = run.report_json(result, source);
+            let _ = run.store(move |i| i.finish_run(id, result, &report)).await;
+            outcome
+        }
+    };
+    run.progress.finish();
+    let (result, code, problem) = match outcome {
+        Ok(End::Complete) => ("complete", 0, None),
+        Ok(End::Stopped) => (
+            "stopped",
+            1,
+            Some("stopped by a signal; run it again to complete".to_owned()),
+        ),
+        Err(Failure::Partway(why)) => ("stopped", 1, Some(why)),
+        Err(Failure::CouldNotStart(why)) => ("failed", 2, Some(why)),
+    };
+    if let Some(why) = &problem {
+        let _ = writeln!(
+            std::io::stderr(),
+            "clerk-sync: import: {}",
+            redact::redact(why)
+        );
+    }
+    if code != 2 {
+        if args.json {
+            print_out(&format!("{:#}\n", run.report_json(result, source)))?;
+        } else {
+            print_out(&run.report_text(result))?;
+        }
+    }
+    Ok(ExitCode::from(code))
+}
+
+async fn open(db: &Path, dry_run: bool) -> anyhow::Result<Arc<Mutex<Importer>>> {
+    let db = db.to_owned();
+    let importer = tokio::task::spawn_blocking(move || Importer::open(&db, dry_run)).await??;
+    Ok(Arc::new(Mutex::new(importer)))
+}
+
+fn client(args: &ImportArgs) -> Result<ApiClient, Failure> {
+    let key = SecretKey::load(args.secret_key_file.as_deref())
+        .map_err(|e| Failure::CouldNotStart(e.to_string()))?;
+    // Every later line of the log and the report is cut of it too.
+    redact::remember(key.expose());
+    let rate = (args.rate > 0).then_some(args.rate);
+    ApiClient::new(&args.api_url, key, rate).map_err(|e| Failure::CouldNotStart(e.to_string()))
+}
+
+/// The mirror's object type of an API listing.
+fn kind_of(listing: import::Kind) -> Kind {
+    match listing {
+        import::Kind::Users => Kind::User,
+        import::Kind::Organizations => Kind::Organization,
+        import::Kind::Memberships => Kind::Membership,
+        import::Kind::Invitations => Kind::Invitation,
+    }
+}
+
+/// One run's state: the store, the counts, the progress shown.
+struct Run {
+    importer: Option<Arc<Mutex<Importer>>>,
+    counts: BTreeMap<&'static str, Counts>,
+    stopping: Arc<AtomicBool>,
+    progress: Progress,
+    dry_run: bool,
+}
+
+impl Run {
+    fn new(args: &ImportArgs, stopping: Arc<AtomicBool>) -> Self {
+        Self {
+            importer: None,
+            counts: BTreeMap::new(),
+            stopping,
+            progress: Progress::new(),
+            dry_run: args.dry_run,
+        }
+    }
+
+    /// Whether any page was committed yet.
+    fn listed_any(&self) -> bool {
+        self.counts.values().any(|c| c.listed > 0)
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Runs `work` on the importer, off the async workers.
+    async fn store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Importer) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let importer = self.importer.clone().context("no database")?;
+        tokio::task::spawn_blocking(move || {
+            let mut importer = importer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            work(&mut importer)
+        })
+        .await?
+    }
+
+    /// Merges a page off the async workers, while the caller fetches on.
+    fn spawn_page(
+        &self,
+        kind: Kind,
+        page: Vec<Box<RawValue>>,
+        mode: Mode,
+    ) -> tokio::task::JoinHandle<anyhow::Result<Counts>> {
+        let importer = self.importer.clone();
+        tokio::task::spawn_blocking(move || {
+            let importer = importer.context("no database")?;
+            let mut importer = importer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            importer.page(kind, &page, mode)
+        })
+    }
+
+    fn add(&mut self, kind: Kind, counts: &Counts) {
+        self.counts.entry(kind.name()).or_default().add(counts);
+        self.progress.show(kind, &self.counts[kind.name()]);
+    }
+
+    /// Every listing, then the reconcile of what it did not name.
+    async fn api(&mut self, client: &ApiClient) -> Result<End, Failure> {
+        for listing in import::Kind::ALL {
+            let kind = kind_of(listing);
+            self.counts.entry(kind.name()).or_default();
+            let began = clock::now_ms();
+            if let Some(total) = self.total(client, listing).await {
+                self.progress.expect(kind, total);
+            }
+            match self.listing(client, listing).await {
+                Ok(End::Complete) => {}
+                Ok(End::Stopped) => return Ok(End::Stopped),
+                Err(e) => return Err(fail(e, self.listed_any())),
+            }
+            match self.reconcile(client, kind, began).await {
+                Ok(End::Complete) => {}
+                Ok(End::Stopped) => return Ok(End::Stopped),
+                Err(e) => return Err(fail(e, true)),
+            }
+        }
+        Ok(End::Complete)
+    }
+
+    async fn total(&self, client: &ApiClient, listing: import::Kind) -> Option<u64> {
+        match listing {
+            import::Kind::Users => client.count_users().await.ok(),
+            _ => None,
+        }
+    }
+
+    /// One listing, every page, each merged while the next is fetched.
+    async fn listing(&mut self, client: &ApiClient, listing: import::Kind) -> Result<End, Step> {
+        let kind = kind_of(listing);
+        let mut pages = client.pages(listing, MAX_LIMIT);
+        let mut pending: Option<tokio::task::JoinHandle<anyhow::Result<Counts>>> = None;
+        loop {
+            let next = pages.next_page().await;
+            if let Some(merging) = pending.take() {
+                let counts = merging
+                    .await
+                    .map_err(|e| Step::Store(e.into()))?
+                    .map_err(Step::Store)?;
+                self.add(kind, &counts);
+            }
+            if self.stopped() {
+                return Ok(End::Stopped);
+            }
+            match next.map_err(Step::Api)? {
+                Some(page) => pending = Some(self.spawn_page(kind, page, Mode::Merge)),
+                None => return Ok(End::Complete),
+            }
+        }
+    }
+
+    /// The rows the complete listing of `kind` did not name, looked up one
+    /// by one (memberships: in their organization's list).
+    async fn reconcile(&mut self, client: &ApiClient, kind: Kind, began: i64) -> Result<End, Step> {
+        if kind == Kind::Invitation {
+            // Clerk has no look-up of one invitation, nor deletes them.
+            return Ok(End::Complete);
+        }
+        let unlisted = self
+            .store(move |i| i.unlisted(kind, began))
+            .await
+            .map_err(Step::Store)?;
+        if unlisted.is_empty() {
+            return Ok(End::Complete);
+        }
+        tracing::info!(
+            kind = kind.name(),
+            rows = unlisted.len(),
+            "looking up rows the listing did not name"
+        );
+        let mut gone = Vec::new();
+        let mut found = Vec::new();
+        if kind == Kind::Membership {
+            let mut by_org: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+            for (id, org) in unlisted {
+                by_org.entry(org).or_default().push(id);
+            }
+            for (org, ids) in by_org {
+                if self.stopped() {
+                    return Ok(End::Stopped);
+                }
+                let Some(org) = org else { continue };
+                let listed = match client.get_organization(&org).await.map_err(Step::Api)? {
+                    // A deleted organization has no memberships left.
+                    None => Vec::new(),
+                    Some(_) => {
+                        let mut all = Vec::new();
+                        let mut pages = client.org_membership_pages(&org, MAX_LIMIT);
+                        while let Some(page) = pages.next_page().await.map_err(Step::Api)? {
+                            all.extend(page);
+                        }
+                        all
+                    }
+                };
+                let present: std::collections::HashSet<String> =
+                    listed.iter().filter_map(|raw| object_id(raw)).collect();
+                for id in ids {
+                    if present.contains(&id) {
+                        if let Some(raw) = listed
+                            .iter()
+                            .find(|r| object_id(r).as_deref() == Some(id.as_str()))
+                        {
+                            found.push(raw.clone());
+                        }
+                    } else {
+                        gone.push(id);
+                    }
+                }
+            }
+        } else {
+            for (id, _) in unlisted {
+                if self.stopped() {
+                    return Ok(End::Stopped);
+                }
+                let object = match kind {
+                    Kind::User => client.get_user(&id).await,
+                    _ => client.get_organization(&id).await,
+                }
+                .map_err(Step::Api)?;
+                match object {
+                    Some(raw) => found.push(raw),
+                    None => gone.push(id),
+                }
+            }
+        }
+        // Objects the listing skipped (offset paging over a changing set)
+        // are merged like the others, but not counted as listed again.
+        if !found.is_empty() {
+            let mut counts = self
+                .spawn_page(kind, found, Mode::Merge)
+                .await
+                .map_err(|e| Step::Store(e.into()))?
+                .map_err(Step::Store)?;
+            counts.listed = 0;
+            self.add(kind, &counts);
+        }
+        let confirmed = clock::now_ms();
+        let deleted = self
+            .store(move |i| i.tombstones(kind, &gone, confirmed))
+            .await
+            .map_err(Step::Store)?;
+        self.add(
+            kind,
+            &Counts {
+                deleted,
+                ..Counts::default()
+            },
+        );
+        Ok(End::Complete)
+    }
+
+    /// Users from a file: merged by the guard, or (from a CSV export, with
+    /// no version) inserted only where the mirror lacks them.
+    async fn file(&mut self, path: &Path) -> Result<End, Failure> {
+        let mut file = UserFile::open(path)
+            .map_err(|e| Failure::CouldNotStart(format!("{}: {e}", path.display())))?;
+        self.counts.entry(Kind::User.name()).or_default();
+        let mut page: Vec<Box<RawValue>> = Vec::with_capacity(FILE_PAGE);
+        let mut csv = false;
+        let mut anything = false;
+        loop {
+            let record = file.next();
+            let end = record.is_none();
+            match record {
+                Some(Ok(r)) => {
+                    csv = r.from_csv;
+                    page.push(r.object);
+                }
+                Some(Err(e)) => {
+                    self.flush_file_page(&mut page, csv).await?;
+                    let why = format!("{}: {e}", path.display());
+                    return Err(if anything {
+                        Failure::Partway(why)
+                    } else {
+                        Failure::CouldNotStart(why)
+                    });
+                }
+                None => {}
+            }
+            if page.len() >= FILE_PAGE || (end && !page.is_empty()) {
+                self.flush_file_page(&mut page, csv).await?;
+                anything = true;
+                if self.stopped() {
+                    return Ok(End::Stopped);
+                }
+            }
+            if end {
+                return Ok(End::Complete);
+            }
+        }
+    }
+
+    async fn flush_file_page(
+        &mut self,
+        page: &mut Vec<Box<RawValue>>,
+        csv: bool,
+    ) -> Result<(), Failure> {
+        if page.is_empty() {
+            return Ok(());
+        }
+        let mode = if csv { Mode::InsertAbsent } else { Mode::Merge };
+        let objects = std::mem::take(page);
+        let counts = self
+            .spawn_page(Kind::User, objects, mode)
+            .await
+            .map_err(|e| Failure::Partway(e.to_string()))?
+            .map_err(|e| Failure::Partway(format!("{e:#}")))?;
+        self.add(Kind::User, &counts);
+        Ok(())
+    }
+
+    fn report_json(&self, result: &str, source: &str) -> serde_json::Value {
+        json!({
+            "result": result,
+            "source": source,
+            "dry_run": self.dry_run,
+            "types": self.counts,
+        })
+    }
+
+    fn report_text(&self, result: &str) -> String {
+        let mut out = format!(
+            "import {result}{}\n{:<14} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}\n",
+            if self.dry_run {
+                " (dry run: nothing written)"
+            } else {
+                ""
+            },
+            "type",
+            "listed",
+            "inserted",
+            "updated",
+            "unchanged",
+            "stale",
+            "deleted"
+        );
+        for (kind, c) in &self.counts {
+            out.push_str(&format!(
+                "{kind:<14} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}{}\n",
+                c.listed,
+                c.inserted,
+                c.updated,
+                c.unchanged,
+                c.stale,
+                c.deleted,
+                if c.invalid > 0 {
+                    format!("  ({} invalid, see the log)", c.invalid)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        out
+    }
+}
+
+/// A failure in a step, before it is judged.
+enum Step {
+    Api(ApiError),
+    Store(anyhow::Error),
+}
+
+/// A failure as the exit code sees it: nothing started, or partway.
+fn fail(step: Step, anything: bool) -> Failure {
+    match step {
+        Step::Api(e) if e.could_not_start() || !anything => Failure::CouldNotStart(e.to_string()),
+        Step::Api(e) => Failure::Partway(e.to_string()),
+        Step::Store(e) => Failure::Partway(format!("{e:#}")),
+    }
+}
+
+fn object_id(raw: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: Option<String>,
+    }
+    serde_json::from_str::<Id>(raw.get()).ok()?.id
+}
+
+/// What people watching see: a bar on a terminal, a log line every few
+/// seconds otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_log: Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Self {
+            bar,
+            last_log: Instant::now(),
+        }
+    }
+
+    fn expect(&self, kind: Kind, total: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+            bar.set_position(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:>14} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_message(kind.name());
+        }
+    }
+
+    fn show(&mut self, kind: Kind, counts: &Counts) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(kind.name());
+                bar.set_position(counts.listed);
+            }
+            None if self.last_log.elapsed() >= LOG_EVERY => {
+                self.last_log = Instant::now();
+                tracing::info!(
+                    kind = kind.name(),
+                    listed = counts.listed,
+                    inserted = counts.inserted,
+                    updated = counts.updated,
+                    "import progress"
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
