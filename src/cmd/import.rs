@@ -221,8 +221,10 @@ impl Run {
             let kind = kind_of(listing);
             self.counts.entry(kind.name()).or_default();
             let began = clock::now_ms();
-            if let Some(total) = self.total(client, listing).await {
-                self.progress.expect(kind, total);
+            match self.total(client, listing).await {
+                Ok(Some(total)) => self.progress.expect(kind, total),
+                Ok(None) => {}
+                Err(e) => return Err(fail(Step::Api(e), self.listed_any())),
             }
             match self.listing(client, listing).await {
                 Ok(End::Complete) => {}
@@ -238,10 +240,20 @@ impl Run {
         Ok(End::Complete)
     }
 
-    async fn total(&self, client: &ApiClient, listing: import::Kind) -> Option<u64> {
+    /// How many objects the listing will bring, where Clerk says: for the
+    /// progress bar only, so only a refusal of the key is an error.
+    async fn total(
+        &self,
+        client: &ApiClient,
+        listing: import::Kind,
+    ) -> Result<Option<u64>, ApiError> {
         match listing {
-            import::Kind::Users => client.count_users().await.ok(),
-            _ => None,
+            import::Kind::Users => match client.count_users().await {
+                Ok(n) => Ok(Some(n)),
+                Err(e) if e.could_not_start() => Err(e),
+                Err(_) => Ok(None),
+            },
+            _ => Ok(None),
         }
     }
 
@@ -377,7 +389,6 @@ impl Run {
         self.counts.entry(Kind::User.name()).or_default();
         let mut page: Vec<Box<RawValue>> = Vec::with_capacity(FILE_PAGE);
         let mut csv = false;
-        let mut anything = false;
         loop {
             let record = file.next();
             let end = record.is_none();
@@ -389,7 +400,7 @@ impl Run {
                 Some(Err(e)) => {
                     self.flush_file_page(&mut page, csv).await?;
                     let why = format!("{}: {e}", path.display());
-                    return Err(if anything {
+                    return Err(if self.listed_any() {
                         Failure::Partway(why)
                     } else {
                         Failure::CouldNotStart(why)
@@ -399,7 +410,6 @@ impl Run {
             }
             if page.len() >= FILE_PAGE || (end && !page.is_empty()) {
                 self.flush_file_page(&mut page, csv).await?;
-                anything = true;
                 if self.stopped() {
                     return Ok(End::Stopped);
                 }

@@ -150,7 +150,9 @@ fn read_figures(tx: &Connection, report: &mut Value, wal_file: bool) -> rusqlite
             "started_at": started,
             "finished_at": finished,
             "result": result.unwrap_or_else(|| "unfinished".into()),
-            "counts": counts.and_then(|c| serde_json::from_str::<Value>(&c).ok()),
+            "counts": counts
+                .and_then(|c| serde_json::from_str::<Value>(&c).ok())
+                .map(|report| report["types"].clone()),
         })));
     }
     let mut by_type = serde_json::Map::new();

@@ -9,6 +9,7 @@ mod common;
 mod fake_clerk;
 mod http;
 mod import_api;
+mod import_cmd;
 mod lifecycle;
 mod mirror;
 mod organizations;
