@@ -130,6 +130,13 @@ struct Args {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     users: u64,
 
+    /// Percent of deliveries that are organization and membership events
+    /// (organization.updated, organizationMembership.created / .updated),
+    /// over one organization per 20 users; the rest are user events.
+    #[arg(long, value_name = "PCT", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=100))]
+    orgs: u64,
+
     /// Which servers to measure.
     #[arg(long, value_enum, default_value_t = Mode::Both)]
     mode: Mode,
@@ -289,6 +296,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let deliveries = Arc::new(generate(
         args.requests as usize,
         args.users,
+        args.orgs,
         &mut Rng::seeded()?,
     )?);
     let bytes: usize = deliveries.iter().map(|d| d.body.len()).sum();
@@ -296,12 +304,17 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         .iter()
         .filter(|d| d.event_type == "user.created")
         .count();
+    let organization = deliveries
+        .iter()
+        .filter(|d| d.event_type.starts_with("organization"))
+        .count();
     println!(
-        "{} deliveries over {} users ({} user.created, {} user.updated), average body {:.0} bytes, generated in {} ms; {} cores shared by client and server",
+        "{} deliveries over {} users ({} user.created, {} user.updated, {} organization and membership), average body {:.0} bytes, generated in {} ms; {} cores shared by client and server",
         deliveries.len(),
         args.users,
         created,
-        deliveries.len() - created,
+        deliveries.len() - created - organization,
+        organization,
         bytes as f64 / deliveries.len() as f64,
         gen_started.elapsed().as_millis(),
         cores,
@@ -654,7 +667,7 @@ struct Delivery {
 /// ~30 % `user.created`, ~70 % `user.updated`, over `users` users, with
 /// `updated_at` rising with the index so that the mirror's ordering guard sees
 /// what it sees in production: mostly newer versions, a few overtaken ones.
-fn generate(n: usize, users: u64, rng: &mut Rng) -> anyhow::Result<Vec<Delivery>> {
+fn generate(n: usize, users: u64, orgs: u64, rng: &mut Rng) -> anyhow::Result<Vec<Delivery>> {
     let now = now_ms();
     let people: Vec<BenchUser> = (0..users)
         .map(|i| BenchUser::new(rng, now - 86_400_000 + i as i64))
@@ -665,14 +678,17 @@ fn generate(n: usize, users: u64, rng: &mut Rng) -> anyhow::Result<Vec<Delivery>
         if i % 4096 == 0 && stopping() {
             bail!("interrupted");
         }
-        let user = &people[rng.below(users) as usize];
-        let event_type = if rng.below(100) < 30 {
-            "user.created"
-        } else {
-            "user.updated"
-        };
+        let who = rng.below(users);
+        let user = &people[who as usize];
         let updated_at = now + i as i64;
-        let body = envelope(event_type, user.object(updated_at, rng), updated_at, rng);
+        let (event_type, data) = if rng.below(100) < orgs {
+            organization_event(who, updated_at, rng)
+        } else if rng.below(100) < 30 {
+            ("user.created", user.object(updated_at, rng))
+        } else {
+            ("user.updated", user.object(updated_at, rng))
+        };
+        let body = envelope(event_type, data, updated_at, rng);
         // As if Clerk created 20 messages a millisecond: ids ascend from one
         // millisecond to the next and are in random order within one.
         let id = rng.message_id(now as u64 + i as u64 / 20);
@@ -686,6 +702,47 @@ fn generate(n: usize, users: u64, rng: &mut Rng) -> anyhow::Result<Vec<Delivery>
         });
     }
     Ok(out)
+}
+
+/// An organization or membership event for user number `who`, whose
+/// organization is one per 20 users; about 1.5 KB, as Clerk's examples.
+fn organization_event(who: u64, updated_at: i64, rng: &mut Rng) -> (&'static str, Value) {
+    let org_id = format!("org_bench{:022}", who / 20);
+    let organization = json!({
+        "object": "organization", "id": org_id, "name": format!("Organization {}", who / 20),
+        "slug": format!("organization-{}", who / 20), "image_url": "https://img.clerk.com/xxxxxx",
+        "has_image": true, "members_count": 20, "missing_member_with_elevated_permissions": false,
+        "pending_invitations_count": 0, "max_allowed_memberships": 50, "admin_delete_enabled": true,
+        "public_metadata": {"tier": "team"}, "private_metadata": {},
+        "created_by": format!("user_bench{:022}", who / 20 * 20),
+        "created_at": updated_at - 86_400_000, "updated_at": updated_at
+    });
+    if rng.below(100) < 30 {
+        return ("organization.updated", organization);
+    }
+    let role = if who % 20 == 0 {
+        "org:admin"
+    } else {
+        "org:member"
+    };
+    let event_type = if rng.below(100) < 40 {
+        "organizationMembership.created"
+    } else {
+        "organizationMembership.updated"
+    };
+    let membership = json!({
+        "object": "organization_membership", "id": format!("orgmem_bench{who:022}"),
+        "role": role, "role_name": role.trim_start_matches("org:"),
+        "permissions": ["org:sys_profile:read", "org:sys_memberships:read"],
+        "public_metadata": {}, "private_metadata": {}, "organization": organization,
+        "public_user_data": {
+            "user_id": format!("user_bench{who:022}"), "first_name": "Bench", "last_name": "User",
+            "image_url": "https://img.clerk.com/yyyyy", "has_image": false,
+            "identifier": format!("bench{who}@example.com")
+        },
+        "created_at": updated_at - 3_600_000, "updated_at": updated_at
+    });
+    (event_type, membership)
 }
 
 /// The three signature headers for one delivery, ready to clone into requests.

@@ -6,9 +6,6 @@
 //! without its prefix as an argument or in a `CLERK_*` variable) is cut
 //! exactly, wherever it stands.
 
-use std::path::{Path, PathBuf};
-
-use crate::secrets::{read_secret_file, CREDENTIAL_NAME, SECRET_ENV};
 use crate::signature::Secrets;
 
 /// The shortest text after `whsec_` that is taken for a secret: Clerk's are
@@ -65,56 +62,16 @@ pub(crate) fn redact_with<'t>(text: &'t str, known: &[String]) -> std::borrow::C
 }
 
 /// The secrets `redact` cuts besides `whsec_` ones, longest first: at first
-/// those typed (see `typed_secrets`) and the one in the environment, then
-/// every configured one as it is loaded.
+/// those typed (see `typed_secrets`), then every one remembered: the
+/// sources `secrets` reads early, and every configured one as it is loaded.
 pub(crate) fn known_secrets() -> &'static std::sync::RwLock<Vec<String>> {
     static KNOWN: std::sync::OnceLock<std::sync::RwLock<Vec<String>>> = std::sync::OnceLock::new();
-    KNOWN.get_or_init(|| {
-        let mut known = typed_secrets();
-        if let Ok(text) = std::env::var(SECRET_ENV) {
-            add_secrets(&mut known, &text);
-        }
-        // The files a secret may come from, read now: an error about the
-        // command line comes before any secret is loaded, and may quote one.
-        for text in secret_files().iter().filter_map(|f| read_early(f)) {
-            add_secrets(&mut known, &text);
-        }
-        std::sync::RwLock::new(known)
-    })
-}
-
-/// Every file this run could load secrets from: `--secret-file` (as typed,
-/// before the command line is parsed), its variable, the systemd credential.
-pub(crate) fn secret_files() -> Vec<PathBuf> {
-    let args: Vec<_> = std::env::args_os().collect();
-    let mut files: Vec<PathBuf> = args
-        .windows(2)
-        .filter(|pair| pair[0] == "--secret-file")
-        .map(|pair| PathBuf::from(&pair[1]))
-        .collect();
-    files.extend(args.iter().filter_map(|arg| {
-        let arg = arg.to_str()?;
-        arg.strip_prefix("--secret-file=").map(PathBuf::from)
-    }));
-    files.extend(std::env::var_os("CLERK_WEBHOOK_SIGNING_SECRET_FILE").map(PathBuf::from));
-    files.extend(
-        std::env::var_os("CREDENTIALS_DIRECTORY").map(|d| PathBuf::from(d).join(CREDENTIAL_NAME)),
-    );
-    files
-}
-
-/// A secret file read early, for redaction only: a regular file, so that
-/// a pipe is left whole for the real read and a FIFO never blocks here.
-pub(crate) fn read_early(path: &Path) -> Option<String> {
-    std::fs::metadata(path)
-        .is_ok_and(|m| m.is_file())
-        .then(|| read_secret_file(path).ok())
-        .flatten()
+    KNOWN.get_or_init(|| std::sync::RwLock::new(typed_secrets()))
 }
 
 /// Adds the secrets in `text` (a secret source's whole content, valid or
 /// not) to what `redact` cuts.
-pub(crate) fn remember(text: &str) {
+pub fn remember(text: &str) {
     let mut known = known_secrets()
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);

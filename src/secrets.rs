@@ -16,6 +16,47 @@ pub const CREDENTIAL_NAME: &str = "clerk-webhook-secret";
 const FIX: &str =
     "copy the endpoint's Signing Secret (whsec_...) from the Clerk Dashboard, Webhooks";
 
+/// Hands every secret this run could load to the redaction, before the
+/// command line is parsed: an error about the command line comes before
+/// any secret is loaded, and may quote one.
+pub fn remember_early() {
+    if let Ok(text) = std::env::var(SECRET_ENV) {
+        remember(&text);
+    }
+    for text in secret_files().iter().filter_map(|f| read_early(f)) {
+        remember(&text);
+    }
+}
+
+/// Every file this run could load secrets from: `--secret-file` (as typed,
+/// before the command line is parsed), its variable, the systemd credential.
+fn secret_files() -> Vec<PathBuf> {
+    let args: Vec<_> = std::env::args_os().collect();
+    let mut files: Vec<PathBuf> = args
+        .windows(2)
+        .filter(|pair| pair[0] == "--secret-file")
+        .map(|pair| PathBuf::from(&pair[1]))
+        .collect();
+    files.extend(args.iter().filter_map(|arg| {
+        let arg = arg.to_str()?;
+        arg.strip_prefix("--secret-file=").map(PathBuf::from)
+    }));
+    files.extend(std::env::var_os("CLERK_WEBHOOK_SIGNING_SECRET_FILE").map(PathBuf::from));
+    files.extend(
+        std::env::var_os("CREDENTIALS_DIRECTORY").map(|d| PathBuf::from(d).join(CREDENTIAL_NAME)),
+    );
+    files
+}
+
+/// A secret file read early, for redaction only: a regular file, so that
+/// a pipe is left whole for the real read and a FIFO never blocks here.
+fn read_early(path: &Path) -> Option<String> {
+    std::fs::metadata(path)
+        .is_ok_and(|m| m.is_file())
+        .then(|| read_secret_file(path).ok())
+        .flatten()
+}
+
 /// Loads the secrets from, in order: `file`, the systemd credential, the
 /// environment variable. The first source present is the only one used.
 ///
