@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use crate::common::*;
+use crate::support::inproc::{self, InProc, Settings};
+use crate::support::process::{Options, Process};
+use crate::support::*;
 
 fn created_body() -> Vec<u8> {
     let id = unique_user_id();
@@ -43,7 +45,7 @@ fn replace(h: &[(String, Vec<u8>)], name: &str, value: &[u8]) -> Vec<(String, Ve
 
 #[tokio::test]
 async fn verified_delivery_is_200_with_small_json_body() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let d = delivery(fixture("clerk/user.created.json"));
     let r = s.deliver(&d).await;
     assert_status(&r, 200, "docs user.created");
@@ -69,7 +71,7 @@ async fn verified_delivery_is_200_with_small_json_body() {
 
 #[tokio::test]
 async fn missing_or_malformed_headers_are_400() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let d = delivery(created_body());
     let good = d.headers();
 
@@ -115,7 +117,7 @@ async fn missing_or_malformed_headers_are_400() {
 
 #[tokio::test]
 async fn webhook_header_names_fall_back_one_by_one() {
-    let s = Server::start();
+    let s = inproc::start_default();
 
     let d = delivery(created_body());
     let h = hdrs(&[
@@ -194,10 +196,10 @@ async fn webhook_header_names_fall_back_one_by_one() {
 
 const LIMIT: u64 = 2048;
 
-fn small_limit_server() -> Server {
-    Server::with(Config {
-        max_body: Some(LIMIT),
-        ..Config::default()
+fn small_limit_server() -> InProc {
+    inproc::start(Settings {
+        max_body: LIMIT,
+        ..Settings::default()
     })
 }
 
@@ -306,9 +308,9 @@ async fn slow_exchange(
 #[tokio::test]
 async fn a_huge_declared_body_takes_no_memory_up_front() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let s = Server::with(Config {
-        max_body: Some(u64::MAX),
-        ..Config::default()
+    let s = inproc::start(Settings {
+        max_body: u64::MAX,
+        ..Settings::default()
     });
     for declared in ["100000000000000", "10000000000000000000"] {
         let d = delivery(created_body());
@@ -341,7 +343,7 @@ async fn a_huge_declared_body_takes_no_memory_up_front() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_in_memory_together_are_bounded() {
     use tokio::io::AsyncWriteExt as _;
-    let s = Server::start();
+    let s = inproc::start_default();
     // 64 requests each announcing a 1 MiB body (the default --max-body)
     // and sending a few bytes of it.
     let mut held = Vec::new();
@@ -378,7 +380,7 @@ async fn connections_past_the_limit_wait_their_turn() {
         eprintln!("skipped: the open-file limit is too low for 1025 connections");
         return;
     }
-    let s = Server::start();
+    let s = inproc::start_default();
     let mut idle = Vec::new();
     for _ in 0..1024 {
         idle.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
@@ -407,7 +409,7 @@ async fn connections_past_the_limit_wait_their_turn() {
 /// with 431 (hyper's own default would have taken ~400 KB of them).
 #[tokio::test]
 async fn headers_far_past_the_read_buffer_are_431() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let d = delivery(created_body());
     let pad = format!("x-padding: {}", "a".repeat(256 * 1024));
     let length = format!("content-length: {}", d.body.len());
@@ -504,7 +506,7 @@ async fn checks_run_in_contract_order() {
 
 #[tokio::test]
 async fn verified_but_not_a_clerk_event_is_400() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let uid = unique_user_id();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("not JSON", b"hello, not json".to_vec()),
@@ -542,7 +544,7 @@ async fn verified_but_not_a_clerk_event_is_400() {
 
 #[tokio::test]
 async fn mirrored_event_without_data_id_is_400_and_records_nothing() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let mut data = user_data("user_placeholder", 1_700_000_000_000, 1_700_000_000_000);
     data.as_object_mut().unwrap().remove("id");
     let mut null_id = user_data("user_placeholder", 1_700_000_000_000, 1_700_000_000_000);
@@ -583,7 +585,7 @@ async fn mirrored_event_without_data_id_is_400_and_records_nothing() {
 
 #[tokio::test]
 async fn unmirrored_event_types_are_200_and_recorded_only() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let mut ids = Vec::new();
     for f in [
         "clerk/session.created.json",
@@ -616,7 +618,7 @@ async fn unmirrored_event_types_are_200_and_recorded_only() {
 
 #[tokio::test]
 async fn healthz_methods_and_paths() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let r = s.get("/healthz").await;
     assert_status(&r, 200, "GET /healthz");
 
@@ -643,9 +645,9 @@ async fn healthz_methods_and_paths() {
 
 #[tokio::test]
 async fn custom_path_replaces_the_default() {
-    let s = Server::with(Config {
-        path: Some("/hooks/clerk".into()),
-        ..Config::default()
+    let s = inproc::start(Settings {
+        path: "/hooks/clerk".into(),
+        ..Settings::default()
     });
     let d = delivery(created_body());
     let r = s.post(DEFAULT_PATH, &d.headers(), &d.body).await;
@@ -663,7 +665,7 @@ async fn custom_path_replaces_the_default() {
 async fn every_flag_can_come_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("from-env.db");
-    let s = Server::with(Config {
+    let s = Process::with(Options {
         listen_and_db_flags: false,
         db: Some(db.clone()),
         path: None,
@@ -674,7 +676,7 @@ async fn every_flag_can_come_from_the_environment() {
             ("CLERK_SYNC_MAX_BODY".into(), LIMIT.to_string()),
             ("CLERK_SYNC_TOLERANCE".into(), "60".into()),
         ],
-        ..Config::default()
+        ..Options::default()
     });
     let d = delivery(created_body());
     assert_status(
@@ -718,9 +720,53 @@ async fn every_flag_can_come_from_the_environment() {
     );
 }
 
+/// What the in-process tests hand the server directly, given to the binary
+/// as flags: `--path`, `--max-body` and `--tolerance` reach it.
+#[tokio::test]
+async fn path_body_limit_and_tolerance_flags_reach_the_server() {
+    let s = Process::with(Options {
+        path: Some("/flag/hook".into()),
+        max_body: Some(LIMIT),
+        tolerance: Some(60),
+        ..Options::default()
+    });
+    let d = delivery(created_body());
+    assert_status(
+        &s.post("/flag/hook", &d.headers(), &d.body).await,
+        200,
+        "--path",
+    );
+    assert_status(
+        &s.post(DEFAULT_PATH, &d.headers(), &d.body).await,
+        404,
+        "default path when --path is set",
+    );
+
+    let big = delivery(created_body_of_len(LIMIT as usize + 1));
+    assert_status(
+        &s.post_raw(&big.headers(), &big.body).await,
+        413,
+        "--max-body",
+    );
+
+    let body = created_body();
+    let ts = (now_secs() - 90).to_string();
+    let sig = sign(SECRET, "msg_flagtol", &ts, &body);
+    let h = hdrs(&[
+        ("svix-id", "msg_flagtol"),
+        ("svix-timestamp", &ts),
+        ("svix-signature", &sig),
+    ]);
+    assert_status(
+        &s.post("/flag/hook", &h, &body).await,
+        401,
+        "--tolerance 60, 90 s old",
+    );
+}
+
 #[tokio::test]
 async fn nothing_in_a_header_crashes_the_server() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let d = delivery(created_body());
     let many = std::iter::repeat_n("v1,AAAA", 400)
         .collect::<Vec<_>>()
@@ -777,7 +823,7 @@ async fn nothing_in_a_header_crashes_the_server() {
 #[tokio::test]
 async fn deliveries_share_a_keep_alive_connection() {
     use http_body_util::{BodyExt as _, Full};
-    let s = Server::start();
+    let s = inproc::start_default();
     let stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -811,7 +857,7 @@ async fn deliveries_share_a_keep_alive_connection() {
 async fn slow_clients_are_cut_off() {
     use std::time::{Duration, Instant};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let s = Server::start();
+    let s = inproc::start_default();
     let d = delivery(created_body());
     let mut head = raw_head(s.addr, &s.path, &d.headers(), &[]);
     // Promise a body, send a third of it, then stall.
@@ -852,7 +898,7 @@ async fn slow_clients_are_cut_off() {
 /// do that) are all tried.
 #[tokio::test]
 async fn signature_entries_over_several_header_lines() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let d = delivery(created_body());
     let wrong = sign(OTHER_SECRET, &d.id, &d.ts, &d.body);
     let h = hdrs(&[
@@ -910,7 +956,7 @@ async fn signature_entries_over_several_header_lines() {
 #[tokio::test]
 async fn refused_before_the_body_the_connection_is_closed_openly() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let s = Server::start();
+    let s = inproc::start_default();
     let body = created_body();
     let head = format!(
         "POST {} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
@@ -944,7 +990,7 @@ async fn a_client_that_never_reads_is_cut_off() {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     const REQUESTS: usize = 60_000;
-    let s = Server::start();
+    let s = inproc::start_default();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(s.addr).await.unwrap();
@@ -1004,7 +1050,7 @@ fn damage_text(s: &mut String, rng: &mut Rng) {
 async fn damaged_deliveries_never_crash_or_land() {
     const SEED: u64 = 0x5EED_C1E4;
     const ROUNDS: usize = 150;
-    let s = Server::start();
+    let s = inproc::start_default();
     let mut rng = Rng::new(SEED);
     for round in 0..ROUNDS {
         let d = delivery(created_body());

@@ -11,8 +11,10 @@ use std::time::Duration;
 use rusqlite::Connection;
 use serde_json::{json, Value};
 
-use crate::common::*;
 use crate::fake_clerk::{self, Data, FakeClerk, Fault};
+use crate::support::inproc::{self, Settings};
+use crate::support::process::{base_command, run_to_end};
+use crate::support::*;
 
 const KEY: &str = "sk_test_SW1wb3J0Q29tbWFuZFRlc3RLZXkwMTIzNDU2Nzg5YWJj";
 const T0: i64 = 1_700_000_000_000;
@@ -187,9 +189,9 @@ async fn objects_merge_by_the_webhook_rules() {
     // The mirror knows a newer version of one user from a webhook, and
     // another user's deletion.
     {
-        let s = Server::with(Config {
+        let s = inproc::start(Settings {
             db: Some(db.clone()),
-            ..Config::default()
+            ..Settings::default()
         });
         let mut newer = user_data("user_000001", T0, T0 + 999_999);
         newer["first_name"] = json!("From a webhook");
@@ -531,7 +533,7 @@ async fn beside_a_running_serve_every_delivery_is_answered_200() {
         },
     )
     .await;
-    let s = Server::start();
+    let s = inproc::start_default();
     let mut child = command(&fake, &s.db_path, &["--json"]).spawn().unwrap();
     let deliveries: Vec<Delivery> = (0..400)
         .map(|i| {
@@ -603,9 +605,9 @@ async fn over_tls_with_a_trusted_certificate() {
 async fn from_a_file_json_merges_and_csv_only_fills_what_is_missing() {
     let (dir, db) = tmp_db();
     {
-        let s = Server::with(Config {
+        let s = inproc::start(Settings {
             db: Some(db.clone()),
-            ..Config::default()
+            ..Settings::default()
         });
         let mut hook = user_data("user_000001", T0, T0 + 5);
         hook["first_name"] = json!("Webhook");
@@ -671,9 +673,9 @@ async fn from_a_file_json_merges_and_csv_only_fills_what_is_missing() {
     );
     // A later webhook version of the CSV user applies.
     drop(c);
-    let s = Server::with(Config {
+    let s = inproc::start(Settings {
         db: Some(db.clone()),
-        ..Config::default()
+        ..Settings::default()
     });
     let mut hook = user_data("user_csv_only", T0, T0);
     hook["first_name"] = json!("Augusta");

@@ -2,11 +2,12 @@
 
 use serde_json::{json, Value};
 
-use crate::common::*;
+use crate::support::inproc;
+use crate::support::*;
 
 const T0: i64 = 1_700_000_000_000;
 
-async fn ok(s: &Server, body: Vec<u8>, what: &str) -> Delivery {
+async fn ok(s: &Endpoint, body: Vec<u8>, what: &str) -> Delivery {
     let d = delivery(body);
     let r = s.deliver(&d).await;
     assert_status(&r, 200, what);
@@ -15,7 +16,7 @@ async fn ok(s: &Server, body: Vec<u8>, what: &str) -> Delivery {
 
 #[tokio::test]
 async fn docs_user_created_fills_every_column() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let before = now_ms();
     let d = ok(&s, fixture("clerk/user.created.json"), "docs user.created").await;
     let after = now_ms();
@@ -61,7 +62,7 @@ async fn docs_user_created_fills_every_column() {
 
 #[tokio::test]
 async fn database_is_in_wal_mode() {
-    let s = Server::start();
+    let s = inproc::start_default();
     ok(&s, fixture("clerk/user.created.json"), "create").await;
     let mode: String = s
         .db()
@@ -72,7 +73,7 @@ async fn database_is_in_wal_mode() {
 
 #[tokio::test]
 async fn openapi_user_created_with_missing_primary_address() {
-    let s = Server::start();
+    let s = inproc::start_default();
     ok(
         &s,
         fixture("clerk/user.created.openapi.json"),
@@ -109,7 +110,7 @@ fn two_addresses(uid: &str, primary: Value) -> Value {
 
 #[tokio::test]
 async fn email_is_the_primary_address_not_the_first() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let cases = [
         (json!("idn_second"), Some("second@example.org")),
         (json!("idn_first"), Some("first@example.org")),
@@ -149,7 +150,7 @@ async fn email_is_the_primary_address_not_the_first() {
 
 #[tokio::test]
 async fn duplicate_svix_id_changes_nothing() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let uid = unique_user_id();
     let mut data = user_data(&uid, T0, T0);
     let first = ok(&s, user_event("user.created", &data), "first").await;
@@ -205,7 +206,7 @@ async fn duplicate_svix_id_changes_nothing() {
 /// may send them: still Clerk's times, so still what orders the events.
 #[tokio::test]
 async fn times_written_as_floats_still_order_events() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let uid = unique_user_id();
     let mut v2 = user_data(&uid, T0, T0 + 2_000);
     v2["first_name"] = json!("Second");
@@ -242,7 +243,7 @@ async fn times_written_as_floats_still_order_events() {
 
 #[tokio::test]
 async fn stale_update_changes_nothing_newer_update_applies() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let uid = unique_user_id();
     let mut v2 = user_data(&uid, T0, T0 + 2_000);
     v2["first_name"] = json!("Second");
@@ -299,7 +300,7 @@ async fn stale_update_changes_nothing_newer_update_applies() {
 
 #[tokio::test]
 async fn fixture_create_then_delete_with_seconds_timestamp() {
-    let s = Server::start();
+    let s = inproc::start_default();
     // The OpenAPI user.created, then user.deleted whose envelope timestamp is
     // seconds-sized (1716883200 -> 1716883200000 ms).
     ok(&s, fixture("clerk/user.created.openapi.json"), "create").await;
@@ -324,7 +325,7 @@ async fn fixture_create_then_delete_with_seconds_timestamp() {
 
 #[tokio::test]
 async fn delete_makes_a_tombstone_keeping_ids_and_times() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let uid = unique_user_id();
     let mut data = user_data(&uid, T0, T0 + 5_000);
     data["username"] = json!("someone");
@@ -354,7 +355,7 @@ async fn delete_makes_a_tombstone_keeping_ids_and_times() {
 
 #[tokio::test]
 async fn delete_of_a_never_seen_user_creates_a_tombstone() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let uid = unique_user_id();
     ok(
         &s,
@@ -375,7 +376,7 @@ async fn delete_of_a_never_seen_user_creates_a_tombstone() {
 
 #[tokio::test]
 async fn late_events_do_not_resurrect_newer_ones_do() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let uid = unique_user_id();
     let del_ts = T0 + 10_000;
     ok(
@@ -439,7 +440,7 @@ async fn late_events_do_not_resurrect_newer_ones_do() {
 
 #[tokio::test]
 async fn each_accepted_delivery_is_one_event_row() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let uid = unique_user_id();
     let before = now_ms();
     let a = ok(
@@ -472,7 +473,7 @@ async fn each_accepted_delivery_is_one_event_row() {
 /// updated_at is later.
 #[tokio::test]
 async fn delete_older_than_last_update_still_makes_a_tombstone() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let uid = unique_user_id();
     ok(
         &s,
@@ -525,7 +526,7 @@ async fn delete_older_than_last_update_still_makes_a_tombstone() {
 /// Below 10^12 the envelope timestamp is seconds; from 10^12 it is ms.
 #[tokio::test]
 async fn envelope_timestamp_unit_boundary() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let cases = [
         (999_999_999_999_i64, 999_999_999_999_000_i64),
         (1_000_000_000_000, 1_000_000_000_000),

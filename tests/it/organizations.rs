@@ -8,7 +8,9 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::Connection;
 use serde_json::{json, Value};
 
-use crate::common::*;
+use crate::support::inproc::{self, Settings};
+use crate::support::process::run_to_end;
+use crate::support::*;
 
 const ORG: &str = "org_2g7np7Hrk0SN6kj5EDMLDaKNL0S";
 const MEMBERSHIP: &str = "orgmem_2g7np7Hrk0SN6kj5EDMLDaKNL0S";
@@ -17,13 +19,13 @@ const MEMBER: &str = "user_2h8op3Isl1QR7tKu5FGNfaLKEoU";
 /// The fixtures' envelope timestamp, in seconds.
 const FIXTURE_TS_MS: i64 = 1_716_883_200_000;
 
-async fn ok(s: &Server, body: Vec<u8>, what: &str) -> Value {
+async fn ok(s: &Endpoint, body: Vec<u8>, what: &str) -> Value {
     let r = s.deliver(&delivery(body)).await;
     assert_status(&r, 200, what);
     r.json().expect("a JSON answer")
 }
 
-async fn outcome(s: &Server, body: Vec<u8>, what: &str) -> String {
+async fn outcome(s: &Endpoint, body: Vec<u8>, what: &str) -> String {
     ok(s, body, what).await["outcome"]
         .as_str()
         .unwrap_or_default()
@@ -70,7 +72,7 @@ fn changes(c: &Connection) -> Vec<(String, String, String, String, bool)> {
 
 #[tokio::test]
 async fn published_payloads_fill_every_column() {
-    let s = Server::start();
+    let s = inproc::start_default();
     ok(
         &s,
         fixture("clerk/organization.created.json"),
@@ -184,7 +186,7 @@ async fn published_payloads_fill_every_column() {
 
 #[tokio::test]
 async fn updated_at_guards_every_type_equal_applies_older_is_stale() {
-    let s = Server::start();
+    let s = inproc::start_default();
     for (created, updated, table, column, old, new) in [
         (
             "organization.created",
@@ -233,7 +235,7 @@ async fn updated_at_guards_every_type_equal_applies_older_is_stale() {
 
 #[tokio::test]
 async fn members_count_is_kept_when_an_object_lacks_it() {
-    let s = Server::start();
+    let s = inproc::start_default();
     ok(
         &s,
         fixture("clerk/organization.updated.json"),
@@ -266,7 +268,7 @@ async fn members_count_is_kept_when_an_object_lacks_it() {
 
 #[tokio::test]
 async fn deleted_organizations_and_memberships_stay_as_tombstones() {
-    let s = Server::start();
+    let s = inproc::start_default();
     ok(&s, fixture("clerk/organization.created.json"), "org").await;
     ok(
         &s,
@@ -352,7 +354,7 @@ async fn deleted_organizations_and_memberships_stay_as_tombstones() {
 
 #[tokio::test]
 async fn a_deletion_of_an_object_never_seen_leaves_a_tombstone() {
-    let s = Server::start();
+    let s = inproc::start_default();
     ok(
         &s,
         fixture("clerk/organizationMembership.deleted.json"),
@@ -391,7 +393,7 @@ async fn a_deletion_of_an_object_never_seen_leaves_a_tombstone() {
 
 #[tokio::test]
 async fn mirrored_types_without_an_id_are_refused_and_write_nothing() {
-    let s = Server::start();
+    let s = inproc::start_default();
     for name in [
         "organization.created",
         "organizationMembership.deleted",
@@ -458,7 +460,7 @@ fn deletion(kind: &str, id: &str, ts: i64) -> Vec<u8> {
 
 #[tokio::test]
 async fn active_memberships_leave_out_deleted_organizations_and_users_in_any_order() {
-    let s = Server::start();
+    let s = inproc::start_default();
     const T: i64 = 1_800_000_000_000;
     // Memberships first: their organizations and users are not known yet.
     ok(
@@ -567,7 +569,7 @@ async fn active_memberships_leave_out_deleted_organizations_and_users_in_any_ord
 
 #[tokio::test]
 async fn user_email_addresses_lists_every_address_of_existing_users() {
-    let s = Server::start();
+    let s = inproc::start_default();
     ok(
         &s,
         user_with(
@@ -633,7 +635,7 @@ async fn user_email_addresses_lists_every_address_of_existing_users() {
 
 #[tokio::test]
 async fn the_changes_feed_names_every_change_and_nothing_else() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let created = delivery(fixture("clerk/organization.created.json"));
     assert_status(&s.deliver(&created).await, 200, "created");
     assert_status(&s.deliver(&created).await, 200, "duplicate");
@@ -679,7 +681,7 @@ async fn the_changes_feed_names_every_change_and_nothing_else() {
 
 #[tokio::test]
 async fn seq_follows_commit_order_and_never_goes_back_across_a_restart() {
-    let mut s = Server::start();
+    let mut s = inproc::start_default();
     let deliveries: Vec<Delivery> = (0..120)
         .map(|i| {
             delivery(organization(
@@ -717,14 +719,14 @@ async fn seq_follows_commit_order_and_never_goes_back_across_a_restart() {
     let last: i64 = one(&c, "SELECT max(seq) FROM changes");
     drop(c);
     let db = s.db_path.clone();
-    assert!(s.stop().success());
+    assert_eq!(s.stop(), Ok(()));
     // Retention may have removed the newest rows; seq still goes on.
     open_db(&db)
         .execute("DELETE FROM changes WHERE seq > ?1 - 5", [last])
         .unwrap();
-    let s = Server::with(Config {
+    let s = inproc::start(Settings {
         db: Some(db),
-        ..Config::default()
+        ..Settings::default()
     });
     ok(
         &s,
@@ -819,7 +821,7 @@ async fn any_order_with_duplicates_over_concurrent_connections_ends_the_same() {
         println!("randomized organizations test: seed {seed}");
         let mut rng = Rng::new(seed);
         let history = histories(&mut rng);
-        let in_order = Server::start();
+        let in_order = inproc::start_default();
         for d in &history {
             assert_status(&in_order.deliver(d).await, 200, "in order");
         }
@@ -830,7 +832,7 @@ async fn any_order_with_duplicates_over_concurrent_connections_ends_the_same() {
             }
         }
         rng.shuffle(&mut shuffled);
-        let any_order = Server::start();
+        let any_order = inproc::start_default();
         let results: Answers = Arc::new(Mutex::new(Vec::new()));
         let tasks = send_concurrently(
             any_order.addr,
@@ -885,9 +887,9 @@ async fn a_database_of_the_previous_release_is_migrated_in_place() {
         &open_db(&db),
         "SELECT id FROM webhook_events WHERE type = 'organization.created'",
     );
-    let s = Server::with(Config {
+    let s = inproc::start(Settings {
         db: Some(db.clone()),
-        ..Config::default()
+        ..Settings::default()
     });
     let c = s.db();
     assert_eq!(one::<i64>(&c, "PRAGMA user_version"), 2);
@@ -949,9 +951,9 @@ os.kill(os.getpid(), 9)
         .status()
         .expect("python3 runs");
     assert!(!status.success(), "the migrating process was killed");
-    let s = Server::with(Config {
+    let s = inproc::start(Settings {
         db: Some(db),
-        ..Config::default()
+        ..Settings::default()
     });
     let c = s.db();
     assert_eq!(one::<i64>(&c, "PRAGMA user_version"), 2);
@@ -968,7 +970,7 @@ os.kill(os.getpid(), 9)
 
 #[tokio::test]
 async fn status_counts_every_type() {
-    let s = Server::start();
+    let s = inproc::start_default();
     ok(&s, fixture("clerk/organization.created.json"), "org").await;
     ok(
         &s,

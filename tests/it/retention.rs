@@ -2,14 +2,16 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::*;
+use crate::support::inproc;
+use crate::support::process::{run_to_end, Options, Process};
+use crate::support::*;
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
 /// A stopped database with a user, a tombstone, and event and change rows
 /// dated `age_days` ago and now.
 async fn aged_database(age_days: i64) -> (tempfile::TempDir, std::path::PathBuf, Delivery) {
-    let mut s = Server::start();
+    let mut s = inproc::start_default();
     let user = unique_user_id();
     let created = delivery(user_event(
         "user.created",
@@ -26,7 +28,7 @@ async fn aged_database(age_days: i64) -> (tempfile::TempDir, std::path::PathBuf,
     let db = s.db_path.clone();
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("aged.db");
-    assert!(s.stop().success());
+    assert_eq!(s.stop(), Ok(()));
     std::fs::copy(&db, &copy).unwrap();
     let c = open_db(&copy);
     let old = now_ms() - age_days * DAY_MS;
@@ -64,9 +66,9 @@ fn counts(db: &std::path::Path) -> (i64, i64, i64) {
 async fn old_events_and_changes_are_pruned_soon_after_the_start_the_mirror_stays() {
     let (_dir, db, created) = aged_database(40).await;
     assert_eq!(counts(&db), (2502, 2, 2));
-    let s = Server::with(Config {
+    let s = Process::with(Options {
         db: Some(db.clone()),
-        ..Config::default()
+        ..Options::default()
     });
     // The first pass comes within a minute of the start (bounded wait).
     let until = Instant::now() + Duration::from_secs(60);
@@ -103,10 +105,10 @@ async fn old_events_and_changes_are_pruned_soon_after_the_start_the_mirror_stays
 #[tokio::test]
 async fn keep_days_zero_keeps_everything() {
     let (_dir, db, _) = aged_database(4000).await;
-    let s = Server::with(Config {
+    let s = Process::with(Options {
         db: Some(db.clone()),
         extra_env: vec![("CLERK_SYNC_KEEP_DAYS".into(), "0".into())],
-        ..Config::default()
+        ..Options::default()
     });
     // Past the first pass a pruning server would have made.
     tokio::time::sleep(Duration::from_secs(7)).await;

@@ -1,6 +1,7 @@
 //! Running it as a service: systemd notifications, credentials, JSON logs,
-//! metrics, and the `send`, `sign`, `verify` and `status` subcommands, all
-//! against the real binary.
+//! metrics, and the `send`, `sign`, `verify` and `status` subcommands. The
+//! subcommands are the real binary; the servers they talk to or leave a
+//! database behind are in-process unless the server's own process matters.
 
 use std::io::Read as _;
 use std::os::unix::net::UnixDatagram;
@@ -10,13 +11,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::*;
+use crate::support::inproc::{self, Settings};
+use crate::support::process::{base_command, run_to_end, wait_bounded, Finished, Options, Process};
+use crate::support::*;
 
 fn run_with_secret(args: &[&str]) -> Finished {
     run_to_end(args, &[("CLERK_WEBHOOK_SIGNING_SECRET", SECRET)])
 }
 
-fn url(s: &Server) -> String {
+fn url(s: &Endpoint) -> String {
     format!("http://{}{}", s.addr, s.path)
 }
 
@@ -53,7 +56,7 @@ fn expect_message(socket: &UnixDatagram, into: &mut Vec<String>, wanted: &str, l
 
 /// A server started with `NOTIFY_SOCKET` pointing at a datagram socket this
 /// test owns, plus `env`.
-fn notified_server(env: &[(&str, &str)]) -> (tempfile::TempDir, UnixDatagram, Server) {
+fn notified_server(env: &[(&str, &str)]) -> (tempfile::TempDir, UnixDatagram, Process) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
@@ -62,9 +65,9 @@ fn notified_server(env: &[(&str, &str)]) -> (tempfile::TempDir, UnixDatagram, Se
         .unwrap();
     let mut extra_env = vec![("NOTIFY_SOCKET".to_owned(), path.display().to_string())];
     extra_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let s = Server::with(Config {
+    let s = Process::with(Options {
         extra_env,
-        ..Config::default()
+        ..Options::default()
     });
     (dir, socket, s)
 }
@@ -187,13 +190,13 @@ async fn secret_from_systemd_credentials_directory() {
         format!("{SECRET_B}\n"),
     )
     .unwrap();
-    let s = Server::with(Config {
+    let s = Process::with(Options {
         secret_env: None,
         extra_env: vec![(
             "CREDENTIALS_DIRECTORY".into(),
             creds.path().display().to_string(),
         )],
-        ..Config::default()
+        ..Options::default()
     });
     let uid = unique_user_id();
     let body = user_event(
@@ -217,9 +220,9 @@ async fn secret_from_systemd_credentials_directory() {
 /// id, type and outcome; no email address or name is logged at info.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_one_line_per_delivery_without_personal_data() {
-    let mut s = Server::with(Config {
+    let mut s = Process::with(Options {
         extra_env: vec![("CLERK_SYNC_LOG_FORMAT".into(), "json".into())],
-        ..Config::default()
+        ..Options::default()
     });
     let uid = unique_user_id();
     let mut data = user_data(&uid, 1_700_000_000_000, 1_700_000_000_000);
@@ -287,7 +290,7 @@ fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_deliveries_rejections_and_the_mirror() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let empty = s.get("/metrics").await;
     assert_status(&empty, 200, "metrics");
     assert_eq!(
@@ -391,7 +394,7 @@ async fn metrics_count_deliveries_rejections_and_the_mirror() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_builtin_events_end_to_end() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let u = url(&s);
     let out = run_with_secret(&[
         "send",
@@ -447,7 +450,7 @@ async fn send_builtin_events_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_a_file_and_report_failures() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let u = url(&s);
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clerk/user.created.json");
     let file = file.to_str().unwrap();
@@ -530,7 +533,7 @@ fn parse_sign_output(stdout: &str) -> (String, String, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_prints_headers_the_server_accepts() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let body = user_event(
         "user.created",
         &user_data(&unique_user_id(), 1_700_000_000_000, 1_700_000_000_000),
@@ -754,7 +757,7 @@ fn verify_checks_published_vectors_offline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_counts_while_serving() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let t = now_ms();
     let (a, b) = (unique_user_id(), unique_user_id());
     let last = delivery(fixture("clerk/session.created.json"));
@@ -818,7 +821,7 @@ fn status_on_a_missing_database_fails_without_creating_it() {
 /// exits non-zero, so a script or a timer can alert on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_a_damaged_file() {
-    let mut s = Server::start();
+    let mut s = inproc::start_default();
     let t = now_ms();
     for _ in 0..5 {
         let d = delivery(user_event(
@@ -827,7 +830,7 @@ async fn status_reports_a_damaged_file() {
         ));
         assert_status(&s.deliver(&d).await, 200, "setup");
     }
-    assert!(s.stop().success());
+    assert_eq!(s.stop(), Ok(()));
     let root: i64 = s
         .db()
         .query_row(
@@ -864,9 +867,9 @@ async fn status_reports_a_damaged_file() {
 async fn stopped_database(users: usize) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("clerk.db");
-    let mut s = Server::with(Config {
+    let mut s = inproc::start(Settings {
         db: Some(db.clone()),
-        ..Config::default()
+        ..Settings::default()
     });
     let t = now_ms();
     for _ in 0..users {
@@ -876,7 +879,7 @@ async fn stopped_database(users: usize) -> (tempfile::TempDir, PathBuf) {
         ));
         assert_status(&s.deliver(&d).await, 200, "setup");
     }
-    assert!(s.stop().success());
+    assert_eq!(s.stop(), Ok(()));
     (dir, db)
 }
 
@@ -1111,9 +1114,9 @@ fn notify_to_an_abstract_socket() {
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let mut s = Server::with(Config {
+    let mut s = Process::with(Options {
         extra_env: vec![("NOTIFY_SOCKET".into(), format!("@{name}"))],
-        ..Config::default()
+        ..Options::default()
     });
     let mut messages = Vec::new();
     expect_message(&socket, &mut messages, "READY=1", Duration::from_secs(5));

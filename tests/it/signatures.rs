@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 
-use crate::common::*;
+use crate::support::inproc::{self, InProc, Settings};
+use crate::support::process::{run_to_end, Finished, Options, Process};
+use crate::support::*;
 
 fn vectors() -> Value {
     fixture_json("standard-webhooks-vectors.json")
@@ -62,7 +64,7 @@ fn vector_tolerance() -> u64 {
     (now_secs() - 1_614_265_330 + 30 * 86_400) as u64
 }
 
-fn vector_server() -> Server {
+fn vector_server() -> InProc {
     let v = vectors();
     let mut secrets: Vec<String> = v["valid_hmac"]
         .as_array()
@@ -71,10 +73,10 @@ fn vector_server() -> Server {
         .map(|e| e["secret"].as_str().unwrap().to_string())
         .collect();
     secrets.dedup();
-    Server::with(Config {
-        secret_env: Some(secrets.join(" ")),
-        tolerance: Some(vector_tolerance()),
-        ..Config::default()
+    inproc::start(Settings {
+        secrets: secrets.join(" "),
+        tolerance: vector_tolerance(),
+        ..Settings::default()
     })
 }
 
@@ -208,7 +210,7 @@ fn created_body() -> Vec<u8> {
     )
 }
 
-async fn post_with_sig(s: &Server, d: &Delivery, sig: &str) -> Resp {
+async fn post_with_sig(s: &Endpoint, d: &Delivery, sig: &str) -> Resp {
     let h = hdrs(&[
         ("svix-id", &d.id),
         ("svix-timestamp", &d.ts),
@@ -223,7 +225,7 @@ fn sig_b64(sig: &str) -> &str {
 
 #[tokio::test]
 async fn wrong_signatures_are_401_and_write_nothing() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let d = delivery(created_body());
     let correct = d.sig.clone();
     let other = Delivery {
@@ -298,7 +300,7 @@ async fn wrong_signatures_are_401_and_write_nothing() {
 
 #[tokio::test]
 async fn any_matching_v1_entry_is_enough() {
-    let s = Server::start();
+    let s = inproc::start_default();
     let d = delivery(created_body());
     let wrong = sign(OTHER_SECRET, &d.id, &d.ts, &d.body);
     let header = format!(
@@ -314,9 +316,9 @@ async fn any_matching_v1_entry_is_enough() {
 
 #[tokio::test]
 async fn timestamp_tolerance_both_directions() {
-    let s = Server::with(Config {
-        tolerance: Some(30),
-        ..Config::default()
+    let s = inproc::start(Settings {
+        tolerance: 30,
+        ..Settings::default()
     });
     let body = created_body();
     let at = |offset: i64| {
@@ -366,7 +368,7 @@ async fn timestamp_tolerance_both_directions() {
 
 #[tokio::test]
 async fn default_tolerance_is_300_seconds() {
-    let s = Server::start();
+    let s = Process::start();
     let body = created_body();
     for (off, want) in [(-305, 401), (305, 401), (-290, 200), (290, 200)] {
         let id = unique_msg_id();
@@ -386,7 +388,7 @@ async fn default_tolerance_is_300_seconds() {
 
 #[tokio::test]
 async fn error_bodies_and_logs_never_contain_secret_or_expected_signature() {
-    let s = Server::start();
+    let s = Process::start();
     let d = delivery(created_body());
     let secret_b64 = SECRET.trim_start_matches("whsec_");
     let wrong = sign(OTHER_SECRET, &d.id, &d.ts, &d.body);
@@ -439,9 +441,9 @@ async fn two_secrets_comma_or_whitespace_separated() {
         format!("  {SECRET}\n\t{SECRET_B}  "),
         format!("{SECRET}, {SECRET_B}"),
     ] {
-        let s = Server::with(Config {
-            secret_env: Some(env.clone()),
-            ..Config::default()
+        let s = inproc::start(Settings {
+            secrets: env.clone(),
+            ..Settings::default()
         });
         for secret in [SECRET, SECRET_B] {
             let d = Delivery::with_secret(secret, created_body());
@@ -460,9 +462,9 @@ async fn two_secrets_comma_or_whitespace_separated() {
 /// During rotation both endpoints deliver the same svix-id; it is applied once.
 #[tokio::test]
 async fn same_id_under_each_secret_is_applied_once() {
-    let s = Server::with(Config {
-        secret_env: Some(format!("{SECRET} {SECRET_B}")),
-        ..Config::default()
+    let s = inproc::start(Settings {
+        secrets: format!("{SECRET} {SECRET_B}"),
+        ..Settings::default()
     });
     let uid = unique_user_id();
     let mut data = user_data(&uid, 1_700_000_000_000, 1_700_000_000_000);
@@ -492,9 +494,9 @@ async fn same_id_under_each_secret_is_applied_once() {
 #[tokio::test]
 async fn secret_without_whsec_prefix_is_base64() {
     let bare = SECRET.trim_start_matches("whsec_");
-    let s = Server::with(Config {
-        secret_env: Some(bare.to_string()),
-        ..Config::default()
+    let s = inproc::start(Settings {
+        secrets: bare.to_string(),
+        ..Settings::default()
     });
     // The prefixed and bare forms are the same key.
     let d = Delivery::with_secret(SECRET, created_body());
@@ -530,10 +532,10 @@ async fn secret_file_replaces_env_secret() {
     let file = dir.path().join("secret");
     // As systemd credentials usually are: trailing newline.
     std::fs::write(&file, format!("{SECRET_B}\n")).unwrap();
-    let s = Server::with(Config {
+    let s = Process::with(Options {
         secret_env: Some(SECRET.to_string()),
         secret_file: Some(file),
-        ..Config::default()
+        ..Options::default()
     });
     let d = Delivery::with_secret(SECRET_B, created_body());
     assert_status(&s.deliver(&d).await, 200, "signed with the file's secret");
@@ -550,13 +552,13 @@ async fn secret_file_from_env_var_with_two_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("secrets");
     std::fs::write(&file, format!("{SECRET_B},\n{OTHER_SECRET}\n")).unwrap();
-    let s = Server::with(Config {
+    let s = Process::with(Options {
         secret_env: None,
         extra_env: vec![(
             "CLERK_WEBHOOK_SIGNING_SECRET_FILE".into(),
             file.to_string_lossy().into_owned(),
         )],
-        ..Config::default()
+        ..Options::default()
     });
     for secret in [SECRET_B, OTHER_SECRET] {
         let d = Delivery::with_secret(secret, created_body());
@@ -672,7 +674,7 @@ fn refuses_to_start_without_a_usable_secret() {
 /// a template line uncommented as it is) counts as not given.
 #[tokio::test]
 async fn empty_settings_count_as_not_given() {
-    let s = Server::with(Config {
+    let s = Process::with(Options {
         extra_env: vec![
             ("CLERK_WEBHOOK_SIGNING_SECRET_FILE".into(), String::new()),
             ("CLERK_SYNC_TOLERANCE".into(), String::new()),
@@ -682,7 +684,7 @@ async fn empty_settings_count_as_not_given() {
             // the bound address (that this start waits for) included.
             ("RUST_LOG".into(), String::new()),
         ],
-        ..Config::default()
+        ..Options::default()
     });
     let d = delivery(br#"{"type":"user.created","data":{"id":"user_e"}}"#.to_vec());
     assert_status(&s.deliver(&d).await, 200, "with empty settings");
@@ -700,9 +702,9 @@ async fn empty_settings_count_as_not_given() {
 async fn log_lines_never_show_the_secret() {
     let dir = tempfile::tempdir().unwrap();
     let body = SECRET.trim_start_matches("whsec_");
-    let mut s = Server::with(Config {
+    let mut s = Process::with(Options {
         db: Some(dir.path().join(format!("x{body}.db"))),
-        ..Config::default()
+        ..Options::default()
     });
     assert_status(&s.get("/healthz").await, 200, "a server on that path");
     assert!(s.stop().success());
