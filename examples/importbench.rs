@@ -107,11 +107,16 @@ fn param(query: &str, name: &str) -> Option<usize> {
         .ok()
 }
 
-async fn answer(users: Arc<Vec<String>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    users: Arc<Vec<String>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
     let body = match path {
-        "/v1/users/count" => json!({"object": "total_count", "total_count": users.len()}).to_string(),
+        "/v1/users/count" => {
+            json!({"object": "total_count", "total_count": users.len()}).to_string()
+        }
         "/v1/users" => {
             let offset = param(query, "offset").unwrap_or(0).min(users.len());
             let limit = param(query, "limit").unwrap_or(10).min(500);
@@ -121,9 +126,10 @@ async fn answer(users: Arc<Vec<String>>, req: Request<Incoming>) -> Result<Respo
         _ => r#"{"data":[],"total_count":0}"#.to_owned(),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
-    response
-        .headers_mut()
-        .insert("content-type", "application/json".parse().expect("a header value"));
+    response.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("a header value"),
+    );
     Ok(response)
 }
 
@@ -184,7 +190,11 @@ fn run(bin: &Path, db: &Path, args: &[&str]) -> anyhow::Result<(Duration, u64)> 
 
 fn imported(db: &Path) -> anyhow::Result<usize> {
     let conn = rusqlite::Connection::open(db)?;
-    Ok(conn.query_row("SELECT count(*) FROM active_users", [], |r| r.get::<_, i64>(0))? as usize)
+    Ok(
+        conn.query_row("SELECT count(*) FROM active_users", [], |r| {
+            r.get::<_, i64>(0)
+        })? as usize,
+    )
 }
 
 fn main() -> ExitCode {
@@ -215,7 +225,10 @@ fn bench(args: &Args) -> anyhow::Result<bool> {
     let mut ok = true;
     for (name, extra) in [
         ("API", vec!["--api-url", url.as_str()]),
-        ("JSON file", vec!["--from-file", file.to_str().context("a UTF-8 path")?]),
+        (
+            "JSON file",
+            vec!["--from-file", file.to_str().context("a UTF-8 path")?],
+        ),
     ] {
         let db = dir.path().join(format!("{}.db", name.replace(' ', "-")));
         let (took, peak_kib) = run(&args.bin, &db, &extra)?;
@@ -226,7 +239,11 @@ fn bench(args: &Args) -> anyhow::Result<bool> {
             took.as_secs_f64(),
             n as f64 / took.as_secs_f64(),
             peak_kib as f64 / 1024.0,
-            if n == users.len() { "" } else { "  (MISSING USERS)" }
+            if n == users.len() {
+                ""
+            } else {
+                "  (MISSING USERS)"
+            }
         );
     }
     Ok(ok)
