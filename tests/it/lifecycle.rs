@@ -246,12 +246,14 @@ async fn locked_database_gives_503_then_the_retry_applies() {
         "503 took {took:?}, past Svix's 15 s deadline"
     );
     r.assert_json_reason();
-    let logs = s.logs();
+    let failed = |l: &str| {
+        l.contains(&format!("svix_id={} ", d.id))
+            && l.contains("WARN")
+            && l.contains("outcome=\"failed\"")
+    };
+    let logs = s.logs_once(failed, Duration::from_secs(5));
     assert!(
-        logs.lines()
-            .any(|l| l.contains(&format!("svix_id={} ", d.id))
-                && l.contains("WARN")
-                && l.contains("outcome=\"failed\"")),
+        logs.lines().any(failed),
         "the 503 is logged as a failed delivery at warn: {logs}"
     );
 

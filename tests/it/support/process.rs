@@ -213,6 +213,20 @@ impl Process {
         strip_ansi(&self.logs.lock().unwrap())
     }
 
+    /// [`Process::logs`] once a line matches `wanted`, or as they are after
+    /// `limit`: a line written as an answer goes out may still be on its way
+    /// through the pipe when the answer arrives.
+    pub fn logs_once(&self, wanted: impl Fn(&str) -> bool, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let logs = self.logs();
+            if logs.lines().any(&wanted) || Instant::now() > deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Send `signal` (e.g. "-TERM") without waiting.
     pub fn send_signal(&self, signal: &str) {
         let ok = Command::new("kill")
