@@ -8,14 +8,20 @@
 //! alone never deletes anything: a live row it did not name, created
 //! before it began, is looked up on its own, and only Clerk's answer that
 //! it is gone makes a tombstone.
+//!
+//! Here: the command, its exit codes and report, and the listing and file
+//! walks. The reconcile of what a listing did not name is in `reconcile`,
+//! what someone watching sees in `progress`.
+
+mod progress;
+mod reconcile;
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde_json::{json, value::RawValue};
@@ -26,12 +32,10 @@ use crate::event::Kind;
 use crate::import::{self, ApiClient, ApiError, SecretKey, UserFile, MAX_LIMIT};
 use crate::store::import::{Counts, Importer, Mode};
 use crate::{clock, redact, shutdown};
+use progress::Progress;
 
 /// Objects merged per transaction from a file (the API's pages are 500).
 const FILE_PAGE: usize = 500;
-
-/// How often progress is logged when standard error is not a terminal.
-const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// How an import ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,106 +285,6 @@ impl Run {
         }
     }
 
-    /// The rows the complete listing of `kind` did not name, looked up one
-    /// by one (memberships: in their organization's list).
-    async fn reconcile(&mut self, client: &ApiClient, kind: Kind, began: i64) -> Result<End, Step> {
-        if kind == Kind::Invitation {
-            // Clerk has no look-up of one invitation, nor deletes them.
-            return Ok(End::Complete);
-        }
-        let unlisted = self
-            .store(move |i| i.unlisted(kind, began))
-            .await
-            .map_err(Step::Store)?;
-        if unlisted.is_empty() {
-            return Ok(End::Complete);
-        }
-        tracing::info!(
-            kind = kind.name(),
-            rows = unlisted.len(),
-            "looking up rows the listing did not name"
-        );
-        let mut gone = Vec::new();
-        let mut found = Vec::new();
-        if kind == Kind::Membership {
-            let mut by_org: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
-            for (id, org) in unlisted {
-                by_org.entry(org).or_default().push(id);
-            }
-            for (org, ids) in by_org {
-                if self.stopped() {
-                    return Ok(End::Stopped);
-                }
-                let Some(org) = org else { continue };
-                let listed = match client.get_organization(&org).await.map_err(Step::Api)? {
-                    // A deleted organization has no memberships left.
-                    None => Vec::new(),
-                    Some(_) => {
-                        let mut all = Vec::new();
-                        let mut pages = client.org_membership_pages(&org, MAX_LIMIT);
-                        while let Some(page) = pages.next_page().await.map_err(Step::Api)? {
-                            all.extend(page);
-                        }
-                        all
-                    }
-                };
-                let present: std::collections::HashSet<String> =
-                    listed.iter().filter_map(|raw| object_id(raw)).collect();
-                for id in ids {
-                    if present.contains(&id) {
-                        if let Some(raw) = listed
-                            .iter()
-                            .find(|r| object_id(r).as_deref() == Some(id.as_str()))
-                        {
-                            found.push(raw.clone());
-                        }
-                    } else {
-                        gone.push(id);
-                    }
-                }
-            }
-        } else {
-            for (id, _) in unlisted {
-                if self.stopped() {
-                    return Ok(End::Stopped);
-                }
-                let object = match kind {
-                    Kind::User => client.get_user(&id).await,
-                    _ => client.get_organization(&id).await,
-                }
-                .map_err(Step::Api)?;
-                match object {
-                    Some(raw) => found.push(raw),
-                    None => gone.push(id),
-                }
-            }
-        }
-        // Objects the listing skipped (offset paging over a changing set)
-        // are merged like the others, but not counted as listed again.
-        if !found.is_empty() {
-            let mut counts = self
-                .spawn_page(kind, found, Mode::Merge)
-                .await
-                .map_err(|e| Step::Store(e.into()))?
-                .map_err(Step::Store)?;
-            counts.listed = 0;
-            self.add(kind, &counts);
-        }
-        let confirmed = clock::now_ms();
-        let deleted = self
-            .store(move |i| i.tombstones(kind, &gone, confirmed))
-            .await
-            .map_err(Step::Store)?;
-        self.add(
-            kind,
-            &Counts {
-                deleted,
-                ..Counts::default()
-            },
-        );
-        Ok(End::Complete)
-    }
-
     /// Users from a file: merged by the guard, or (from a CSV export, with
     /// no version) inserted only where the mirror lacks them.
     async fn file(&mut self, path: &Path) -> Result<End, Failure> {
@@ -496,75 +400,5 @@ fn fail(step: Step, anything: bool) -> Failure {
         Step::Api(e) if e.could_not_start() || !anything => Failure::CouldNotStart(e.to_string()),
         Step::Api(e) => Failure::Partway(e.to_string()),
         Step::Store(e) => Failure::Partway(format!("{e:#}")),
-    }
-}
-
-fn object_id(raw: &RawValue) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Id {
-        id: Option<String>,
-    }
-    serde_json::from_str::<Id>(raw.get()).ok()?.id
-}
-
-/// What people watching see: a bar on a terminal, a log line every few
-/// seconds otherwise.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    last_log: Instant,
-}
-
-impl Progress {
-    fn new() -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new_spinner();
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
-        Self {
-            bar,
-            last_log: Instant::now(),
-        }
-    }
-
-    fn expect(&self, kind: Kind, total: u64) {
-        if let Some(bar) = &self.bar {
-            bar.set_length(total);
-            bar.set_position(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg:>14} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            bar.set_message(kind.name());
-        }
-    }
-
-    fn show(&mut self, kind: Kind, counts: &Counts) {
-        match &self.bar {
-            Some(bar) => {
-                bar.set_message(kind.name());
-                bar.set_position(counts.listed);
-            }
-            None if self.last_log.elapsed() >= LOG_EVERY => {
-                self.last_log = Instant::now();
-                tracing::info!(
-                    kind = kind.name(),
-                    listed = counts.listed,
-                    inserted = counts.inserted,
-                    updated = counts.updated,
-                    "import progress"
-                );
-            }
-            None => {}
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
     }
 }
