@@ -22,6 +22,8 @@ mod lifecycle;
 mod mirror;
 // Organizations, memberships and invitations: payloads, guard, tombstones, views, order.
 mod organizations;
+// Apps on the machine reading the live mirror as their own user (needs root).
+mod readers;
 // `--keep-days`: old events and changes pruned, the mirror kept.
 mod retention;
 // systemd, JSON logs, metrics, and the send, sign, verify and status subcommands.
