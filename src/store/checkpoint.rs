@@ -85,8 +85,18 @@ impl Checkpointer {
             .name("db-checkpoint".into())
             .spawn(move || {
                 while rx.recv().is_ok() {
-                    thread::sleep(CHECKPOINT_DELAY);
-                    while rx.try_recv().is_ok() {}
+                    // Nudges during the delay are folded into this pass; a
+                    // stop (the sender dropped) ends the wait at once, since
+                    // the writer's close checkpoints anyway.
+                    let until = std::time::Instant::now() + CHECKPOINT_DELAY;
+                    loop {
+                        let left = until.saturating_duration_since(std::time::Instant::now());
+                        match rx.recv_timeout(left) {
+                            Ok(()) => {}
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
                     // PASSIVE never waits for readers or the writer; what it
                     // cannot copy now is copied next time.
                     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))

@@ -15,12 +15,16 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use serde_json::value::RawValue;
 
 use super::apply::{Applier, Merge, Origin};
+use super::checkpoint::Checkpointer;
 use super::open_writer;
 use crate::event::{self, Kind, Tombstone};
 
 /// How long a page waits for the write lock a `serve` holds between its
 /// batches: far longer than any batch takes.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// SQLite's page cache for the import's connection, in KiB.
+const IMPORT_CACHE_KIB: i64 = 16 * 1024;
 
 /// What merging did, for one object type.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -71,6 +75,17 @@ pub enum Mode {
 pub struct Importer {
     conn: Connection,
     dry_run: bool,
+    /// Copies committed pages into the database file from another thread,
+    /// as for `serve`, so the import's commits rarely stop to checkpoint.
+    /// Dropped before the connection (field order): its close can then
+    /// fold the log back.
+    checkpointer: Option<Checkpointer>,
+}
+
+impl Drop for Importer {
+    fn drop(&mut self) {
+        drop(self.checkpointer.take());
+    }
 }
 
 impl Importer {
@@ -81,12 +96,21 @@ impl Importer {
     /// What keeps the file from being written safely.
     pub fn open(path: &Path, dry_run: bool) -> anyhow::Result<Self> {
         let conn = open_writer(path, LOCK_WAIT)?;
+        // The indexes of a large mirror then stay in SQLite's cache while
+        // hundreds of thousands of rows go in; still well within the
+        // import's memory bound.
+        conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
         conn.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS listed (kind TEXT NOT NULL, id TEXT NOT NULL,
                  PRIMARY KEY (kind, id)) WITHOUT ROWID",
         )
         .context("cannot prepare the import")?;
-        Ok(Self { conn, dry_run })
+        let checkpointer = (!dry_run).then(|| Checkpointer::spawn(path)).flatten();
+        Ok(Self {
+            conn,
+            dry_run,
+            checkpointer,
+        })
     }
 
     /// Merges one page of `kind` objects (each a JSON object's text), in
@@ -137,6 +161,9 @@ impl Importer {
             })?;
         }
         tx.commit()?;
+        if let Some(c) = &self.checkpointer {
+            c.nudge();
+        }
         Ok(counts)
     }
 

@@ -34,8 +34,10 @@ use crate::store::import::{Counts, Importer, Mode};
 use crate::{clock, redact, shutdown};
 use progress::Progress;
 
-/// Objects merged per transaction from a file (the API's pages are 500).
-const FILE_PAGE: usize = 500;
+/// Objects merged per transaction, from the API (several of its pages of
+/// 500) or a file. Larger transactions rewrite each index page fewer times;
+/// one still holds the write lock for a few tens of milliseconds only.
+const TX_OBJECTS: usize = 2000;
 
 /// How an import ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,76 +268,126 @@ impl Run {
         let kind = kind_of(listing);
         let mut pages = client.pages(listing, MAX_LIMIT);
         let mut pending: Option<tokio::task::JoinHandle<anyhow::Result<Counts>>> = None;
+        let mut batch: Vec<Box<RawValue>> = Vec::new();
         loop {
             let next = pages.next_page().await;
-            if let Some(merging) = pending.take() {
-                let counts = merging
-                    .await
-                    .map_err(|e| Step::Store(e.into()))?
-                    .map_err(Step::Store)?;
-                self.add(kind, &counts);
+            let done = match next {
+                Ok(Some(page)) => {
+                    batch.extend(page);
+                    false
+                }
+                Ok(None) => true,
+                Err(e) => {
+                    // What was fetched is committed before the error is told.
+                    self.merge_now(kind, pending.take(), std::mem::take(&mut batch))
+                        .await?;
+                    return Err(Step::Api(e));
+                }
+            };
+            let stopping = self.stopped();
+            if batch.len() >= TX_OBJECTS || done || stopping {
+                if let Some(merging) = pending.take() {
+                    self.count_merged(kind, merging).await?;
+                }
+                if !batch.is_empty() {
+                    pending = Some(self.spawn_page(kind, std::mem::take(&mut batch), Mode::Merge));
+                }
             }
-            if self.stopped() {
-                return Ok(End::Stopped);
-            }
-            match next.map_err(Step::Api)? {
-                Some(page) => pending = Some(self.spawn_page(kind, page, Mode::Merge)),
-                None => return Ok(End::Complete),
+            if done || stopping {
+                if let Some(merging) = pending.take() {
+                    self.count_merged(kind, merging).await?;
+                }
+                return Ok(if done { End::Complete } else { End::Stopped });
             }
         }
     }
 
+    /// Waits for `pending`, then merges `batch` and waits for it too.
+    async fn merge_now(
+        &mut self,
+        kind: Kind,
+        pending: Option<tokio::task::JoinHandle<anyhow::Result<Counts>>>,
+        batch: Vec<Box<RawValue>>,
+    ) -> Result<(), Step> {
+        if let Some(merging) = pending {
+            self.count_merged(kind, merging).await?;
+        }
+        if !batch.is_empty() {
+            let merging = self.spawn_page(kind, batch, Mode::Merge);
+            self.count_merged(kind, merging).await?;
+        }
+        Ok(())
+    }
+
+    async fn count_merged(
+        &mut self,
+        kind: Kind,
+        merging: tokio::task::JoinHandle<anyhow::Result<Counts>>,
+    ) -> Result<(), Step> {
+        let counts = merging
+            .await
+            .map_err(|e| Step::Store(e.into()))?
+            .map_err(Step::Store)?;
+        self.add(kind, &counts);
+        Ok(())
+    }
+
     /// Users from a file: merged by the guard, or (from a CSV export, with
-    /// no version) inserted only where the mirror lacks them.
+    /// no version) inserted only where the mirror lacks them. Each page is
+    /// merged while the next is read.
     async fn file(&mut self, path: &Path) -> Result<End, Failure> {
         let mut file = UserFile::open(path)
             .map_err(|e| Failure::CouldNotStart(format!("{}: {e}", path.display())))?;
         self.counts.entry(Kind::User.name()).or_default();
-        let mut page: Vec<Box<RawValue>> = Vec::with_capacity(FILE_PAGE);
+        let mut page: Vec<Box<RawValue>> = Vec::with_capacity(TX_OBJECTS);
+        let mut pending = None;
         let mut csv = false;
         loop {
             let record = file.next();
             let end = record.is_none();
-            match record {
+            let broken = match record {
                 Some(Ok(r)) => {
                     csv = r.from_csv;
                     page.push(r.object);
+                    None
                 }
-                Some(Err(e)) => {
-                    self.flush_file_page(&mut page, csv).await?;
-                    let why = format!("{}: {e}", path.display());
-                    return Err(if self.listed_any() {
-                        Failure::Partway(why)
-                    } else {
-                        Failure::CouldNotStart(why)
-                    });
-                }
-                None => {}
-            }
-            if page.len() >= FILE_PAGE || (end && !page.is_empty()) {
-                self.flush_file_page(&mut page, csv).await?;
+                Some(Err(e)) => Some(format!("{}: {e}", path.display())),
+                None => None,
+            };
+            if page.len() >= TX_OBJECTS || end || broken.is_some() {
+                self.finish_page(pending.take()).await?;
                 if self.stopped() {
                     return Ok(End::Stopped);
                 }
+                if !page.is_empty() {
+                    let mode = if csv { Mode::InsertAbsent } else { Mode::Merge };
+                    pending = Some(self.spawn_page(Kind::User, std::mem::take(&mut page), mode));
+                }
+            }
+            if let Some(why) = broken {
+                self.finish_page(pending.take()).await?;
+                return Err(if self.listed_any() {
+                    Failure::Partway(why)
+                } else {
+                    Failure::CouldNotStart(why)
+                });
             }
             if end {
+                self.finish_page(pending.take()).await?;
                 return Ok(End::Complete);
             }
         }
     }
 
-    async fn flush_file_page(
+    /// Waits for a page being merged, and counts it.
+    async fn finish_page(
         &mut self,
-        page: &mut Vec<Box<RawValue>>,
-        csv: bool,
+        pending: Option<tokio::task::JoinHandle<anyhow::Result<Counts>>>,
     ) -> Result<(), Failure> {
-        if page.is_empty() {
+        let Some(merging) = pending else {
             return Ok(());
-        }
-        let mode = if csv { Mode::InsertAbsent } else { Mode::Merge };
-        let objects = std::mem::take(page);
-        let counts = self
-            .spawn_page(Kind::User, objects, mode)
+        };
+        let counts = merging
             .await
             .map_err(|e| Failure::Partway(e.to_string()))?
             .map_err(|e| Failure::Partway(format!("{e:#}")))?;
