@@ -1,7 +1,7 @@
 //! A future that resolves when the process is asked to stop.
 //!
 //! systemd sends SIGTERM; a terminal sends SIGINT. Either one starts the
-//! graceful shutdown in [`crate::server::run`].
+//! graceful shutdown in [`crate::http::server::run`].
 
 use std::future::Future;
 

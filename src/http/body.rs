@@ -118,7 +118,7 @@ pub async fn read_body(
     }
 }
 
-/// Reads and discards what is left of a body, up to [`DRAIN_LIMIT`] bytes
+/// Reads and discards what is left of a body, up to `DRAIN_LIMIT` bytes
 /// and `until`.
 pub async fn drain(mut body: Incoming, until: Instant) {
     let discard = async {

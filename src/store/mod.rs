@@ -1,7 +1,7 @@
 //! The SQLite file: the only part of the crate that holds SQL or rusqlite
 //! types.
 //!
-//! One connection writes, owned by the [`writer`] thread (group commit);
+//! One connection writes, owned by the writer thread (group commit);
 //! an r2d2 pool of read-only connections serves dedupe look-ups, health
 //! checks and metrics, and in WAL mode they never wait for the writer.
 //! [`Store`] is the async face the HTTP layer sees.
