@@ -29,7 +29,7 @@
 //! - [`serve`]: the composition root of `clerk-sync serve`.
 //! - [`notify`]: systemd `Type=notify` readiness and watchdog.
 //! - [`shutdown`]: SIGTERM / SIGINT.
-//! - [`cmd`]: one file per subcommand besides `serve`.
+//! - [`cmd`]: one module per subcommand besides `serve`.
 //! - [`import`]: Clerk's Backend API client and export-file readers that
 //!   `clerk-sync import` fills the mirror from.
 //! - [`clock`]: wall-clock time in Clerk's units.

@@ -55,6 +55,16 @@ impl Origin<'_> {
     }
 }
 
+/// The values of the columns a tombstone of `kind` keeps, in order.
+fn kept_cells(kind: Kind, columns: &[Option<Field>]) -> Vec<Cell<'_>> {
+    columns
+        .iter()
+        .zip(kind.spec().columns)
+        .filter(|(_, c)| c.kept)
+        .map(|(v, _)| Cell(v))
+        .collect()
+}
+
 /// A column value as SQLite takes it.
 struct Cell<'a>(&'a Option<Field>);
 
@@ -245,14 +255,7 @@ impl<'c> Applier<'c> {
         at: i64,
         origin: Origin<'_>,
     ) -> rusqlite::Result<bool> {
-        let spec = tombstone.kind.spec();
-        let kept: Vec<Cell<'_>> = tombstone
-            .columns
-            .iter()
-            .zip(spec.columns)
-            .filter(|(_, c)| c.kept)
-            .map(|(v, _)| Cell(v))
-            .collect();
+        let kept = kept_cells(tombstone.kind, &tombstone.columns);
         let mut values: Vec<&dyn ToSql> = vec![&tombstone.id];
         values.extend(kept.iter().map(|c| c as &dyn ToSql));
         values.push(&tombstone.deleted_at);
@@ -285,14 +288,7 @@ impl<'c> Applier<'c> {
     }
 
     fn keep_in_tombstone(&self, object: &Object) -> rusqlite::Result<()> {
-        let spec = object.kind.spec();
-        let kept: Vec<Cell<'_>> = object
-            .columns
-            .iter()
-            .zip(spec.columns)
-            .filter(|(_, c)| c.kept)
-            .map(|(v, _)| Cell(v))
-            .collect();
+        let kept = kept_cells(object.kind, &object.columns);
         let mut values: Vec<&dyn ToSql> = vec![&object.id, &object.updated_at, &object.created_at];
         values.extend(kept.iter().map(|c| c as &dyn ToSql));
         self.conn
