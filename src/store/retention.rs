@@ -27,7 +27,7 @@ const BETWEEN_BATCHES: Duration = Duration::from_millis(20);
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
 /// The two tables pruned, each with the statement that deletes one batch
-/// of rows older than `?1`, oldest first, through the index on the time.
+/// of rows older than `?1`, oldest first.
 const PRUNE: [(&str, &str); 2] = [
     (
         "webhook_events",
@@ -36,8 +36,11 @@ const PRUNE: [(&str, &str); 2] = [
     ),
     (
         "changes",
+        // `at` rises with seq, so the old rows are the lowest seqs: a batch
+        // looks at the oldest ones only, and one that deletes fewer than it
+        // looked at has reached the end of them.
         "DELETE FROM changes WHERE seq IN
-            (SELECT seq FROM changes WHERE at < ?1 ORDER BY at LIMIT ?2)",
+            (SELECT seq FROM changes ORDER BY seq LIMIT ?2) AND at < ?1",
     ),
 ];
 
@@ -106,8 +109,13 @@ pub fn prune(
         let mut busy = 0;
         loop {
             match stmt.execute(rusqlite::params![cutoff, BATCH]) {
-                Ok(0) => break,
-                Ok(n) => total += n,
+                Ok(n) => {
+                    total += n;
+                    // Fewer than a batch: nothing older is left.
+                    if (n as i64) < BATCH {
+                        break;
+                    }
+                }
                 Err(e)
                     if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
                         && busy < 100 =>
