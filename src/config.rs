@@ -21,12 +21,23 @@ pub const SVIX_DEADLINE: Duration = Duration::from_secs(15);
 /// delivery's own clock starts once they are in.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a body waits for room in the shared body budget before it is
-/// turned away (503).
+/// How long a large body waits, in all, for room in the shared body budget
+/// before it is turned away (503). Small bodies never wait.
 pub const BUDGET_WAIT: Duration = Duration::from_secs(3);
 
-/// A slow client gets this long to send its whole body (408).
+/// A slow client gets this long to send its whole body (408), not counting
+/// the time its body waited for room.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A body must keep up this pace on average, in bytes a second counted from
+/// its headers, once [`BODY_GRACE`] is over, or it is cut off (408). Svix
+/// sends a delivery of a few KB in one go, within milliseconds of its
+/// headers; a body this slow is a stranger holding a connection.
+pub const MIN_BODY_RATE: u64 = 8 * 1024;
+
+/// How long a body may take before it must keep up [`MIN_BODY_RATE`]: any
+/// delivery up to 16 KiB may take this long, however it trickles in.
+pub const BODY_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a delivery may wait for the writer to start on it.
 pub const WRITE_BUDGET: Duration = Duration::from_secs(8);
@@ -57,6 +68,11 @@ const fn ms(d: Duration) -> u128 {
 // the deadline.
 const _: () =
     assert!(ms(BUDGET_WAIT) + ms(BODY_TIMEOUT) + ms(ANSWER_MARGIN) <= ms(ANSWER_DEADLINE));
+// The pace cuts a silent body off before the body timeout would, and asks
+// at most an eighth of what the timeout asks of a body of the default
+// --max-body (1 MiB in 10 s).
+const _: () = assert!(ms(BODY_GRACE) < ms(BODY_TIMEOUT));
+const _: () = assert!(MIN_BODY_RATE * (BODY_TIMEOUT.as_secs()) * 8 <= 1024 * 1024);
 // The writer refuses a delivery it could not start, and stops waiting for
 // a lock, before the deadline would answer for it.
 const _: () = assert!(ms(MAX_BUSY_TIMEOUT) <= ms(WRITE_BUDGET));

@@ -24,7 +24,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::from_args(&args)?;
     // Bound before the database is opened, so a start that fails for the
     // port (in use, say) leaves no new database file behind.
-    let listener = TcpListener::bind(&config.listen)
+    let listener = http::server::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     run(config, listener, stop).await

@@ -1,10 +1,12 @@
 //! The HTTP layer: the only part of the crate that builds responses.
 //!
-//! A request goes [`server`] (accept, limits, graceful stop) → [`routes`]
+//! A request goes [`server`] (accept, limits, graceful stop; [`conns`]
+//! sheds the quietest connection when all are taken) → [`routes`]
 //! (method and path) → [`webhook`] (headers → body → verify → parse →
 //! store → answer), refusals mapped to statuses by [`rejection`].
 
 pub mod body;
+pub mod conns;
 pub mod headers;
 pub mod rejection;
 pub mod routes;

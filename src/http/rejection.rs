@@ -19,6 +19,8 @@ pub enum Rejection {
     TooLarge(u64),
     #[error("body was not received in time")]
     BodyTimeout,
+    #[error("body arrived slower than {0} bytes a second")]
+    TooSlow(u64),
     #[error("body could not be read")]
     BodyRead,
     #[error(transparent)]
@@ -29,6 +31,10 @@ pub enum Rejection {
     Unavailable(#[from] WriteError),
     #[error("too many request bodies in memory at once, retry later")]
     Busy,
+    /// Its connection was shed to let another in while this request
+    /// waited for its body; nobody hears the answer.
+    #[error("connection shed")]
+    Shed,
 }
 
 impl Rejection {
@@ -36,11 +42,13 @@ impl Rejection {
         match self {
             Rejection::MissingHeader(_) | Rejection::MalformedHeader(_) => StatusCode::BAD_REQUEST,
             Rejection::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Rejection::BodyTimeout | Rejection::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             Rejection::BodyRead => StatusCode::BAD_REQUEST,
             Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
             Rejection::Event(_) => StatusCode::BAD_REQUEST,
-            Rejection::Unavailable(_) | Rejection::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Unavailable(_) | Rejection::Busy | Rejection::Shed => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -53,8 +61,10 @@ impl Rejection {
                 | Rejection::MalformedHeader(_)
                 | Rejection::TooLarge(_)
                 | Rejection::BodyTimeout
+                | Rejection::TooSlow(_)
                 | Rejection::BodyRead
                 | Rejection::Busy
+                | Rejection::Shed
         )
     }
 
@@ -63,13 +73,14 @@ impl Rejection {
         match self {
             Rejection::MissingHeader(_) | Rejection::MalformedHeader(_) => "malformed_headers",
             Rejection::TooLarge(_) => "too_large",
-            Rejection::BodyTimeout | Rejection::BodyRead => "body_read",
+            Rejection::BodyTimeout | Rejection::TooSlow(_) | Rejection::BodyRead => "body_read",
             Rejection::Signature(VerifyError::NoMatch) => "bad_signature",
             Rejection::Signature(VerifyError::TooOld(_)) => "too_old",
             Rejection::Signature(VerifyError::TooNew(_)) => "too_new",
             Rejection::Event(_) => "not_an_event",
             Rejection::Unavailable(_) => "database",
             Rejection::Busy => "busy",
+            Rejection::Shed => "shed",
         }
     }
 }

@@ -9,6 +9,7 @@ use hyper::header::{HeaderValue, CONNECTION, EXPECT};
 use hyper::{Request, Response, StatusCode};
 
 use super::body::{content_length, drain, read_body};
+use super::conns::ConnHandle;
 use super::headers::SvixHeaders;
 use super::rejection::Rejection;
 use super::{error_response, json_response, millis, App, Body};
@@ -36,7 +37,14 @@ pub async fn webhook(app: &App, req: Request<Incoming>) -> Response<Body> {
             // that sends it whole before reading still gets this answer;
             // with `Expect: 100-continue` it is never sent at all.
             if req.headers().get(EXPECT).is_none() {
-                drain(req.into_body(), Instant::now() + BODY_TIMEOUT).await;
+                let conn = req.extensions().get::<ConnHandle>().cloned();
+                if let Some(conn) = &conn {
+                    conn.reading_body();
+                }
+                drain(req.into_body(), started, started + BODY_TIMEOUT).await;
+                if conn.is_some_and(|c| !c.body_done()) {
+                    return shed();
+                }
             }
             Err(refused)
         }
@@ -62,6 +70,7 @@ pub async fn webhook(app: &App, req: Request<Incoming>) -> Response<Body> {
                 },
             )
         }
+        Err((_, Rejection::Shed)) => shed(),
         Err((id, rejection)) => {
             let status = rejection.status();
             if status.is_server_error() {
@@ -81,6 +90,18 @@ pub async fn webhook(app: &App, req: Request<Incoming>) -> Response<Body> {
             response
         }
     }
+}
+
+/// For a request whose connection was shed while it waited for its body:
+/// the connection closes without sending it, so it is neither logged as a
+/// delivery nor counted.
+fn shed() -> Response<Body> {
+    tracing::debug!("connection shed while waiting for a body");
+    let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, "connection shed");
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// The answer to an accepted delivery. A struct rather than `json!`, so no
@@ -111,7 +132,8 @@ async fn receive(
     let id = || Some(headers.id.clone());
     let expect_continue = parts.headers.get(EXPECT).is_some();
     let declared = content_length(&parts.headers);
-    let (bytes, _room) = read_body(body, app, declared, expect_continue, started)
+    let conn = parts.extensions.get::<ConnHandle>();
+    let (bytes, _room) = read_body(body, app, conn, declared, expect_continue, started)
         .await
         .map_err(|r| (id(), r))?;
     let now_ms = clock::now_ms();

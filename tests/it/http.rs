@@ -254,10 +254,11 @@ async fn an_oversized_body_sent_slowly_is_413_not_408() {
         &d.headers(),
         &["transfer-encoding: chunked"],
     );
-    // Just under the limit, over it after 5 s, and more of it for longer
-    // than the 10 s a body may take, and longer than the 14 s an answer may
-    // take: reading the rest away must stop in time for the 413.
-    let under = LIMIT as usize - 95;
+    // Just under the limit, over it after a second (within the 2 s a body
+    // gets before it must keep pace), and more of it for longer than the
+    // 10 s a body may take, and longer than the 14 s an answer may take:
+    // reading the rest away must stop in time for the 413.
+    let under = LIMIT as usize - 15;
     let mut opening = format!("{under:x}\r\n").into_bytes();
     opening.extend_from_slice(&d.body[..under]);
     opening.extend_from_slice(b"\r\n");
@@ -269,6 +270,61 @@ async fn an_oversized_body_sent_slowly_is_413_not_408() {
         "after Svix's 15 s"
     );
     assert_eq!(count(&s.db(), "webhook_events"), 0);
+}
+
+/// A body that comes in far slower than any real delivery is cut off once
+/// its grace is over (408), long before the 10 s a whole body may take, and
+/// so is one that sends nothing at all after its headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_slower_than_the_pace_is_cut_off_after_its_grace() {
+    use std::time::{Duration, Instant};
+    let s = inproc::start_default();
+    let d = delivery(created_body());
+    let length = format!("content-length: {}", d.body.len());
+    let head = raw_head(s.addr, &s.path, &d.headers(), &[&length]);
+    // 100 bytes, then 10 bytes every half second: 20 bytes a second.
+    let started = Instant::now();
+    let answer = slow_body(s.addr, &head, &d.body[..100], &d.body[100..]).await;
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("slower than"), "{answer}");
+    assert!(
+        took >= Duration::from_millis(1900),
+        "cut before the grace: {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "cut late: {took:?}");
+    // Nothing but headers.
+    let started = Instant::now();
+    let answer = slow_body(s.addr, &head, b"", b"").await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(count(&s.db(), "webhook_events"), 0);
+    assert_status(&s.deliver(&d).await, 200, "the same delivery sent at once");
+}
+
+/// Sends `head` and `opening`, then `rest` 10 bytes every half second (and
+/// then nothing), while reading the answer; the answer's text.
+async fn slow_body(addr: std::net::SocketAddr, head: &[u8], opening: &[u8], rest: &[u8]) -> String {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = c.into_split();
+    let (head, opening, rest) = (head.to_vec(), opening.to_vec(), rest.to_vec());
+    let writer = tokio::spawn(async move {
+        wr.write_all(&head).await?;
+        wr.write_all(&opening).await?;
+        for part in rest.chunks(10) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            wr.write_all(part).await?;
+        }
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(wr)
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), rd.read_to_end(&mut answer)).await;
+    writer.abort();
+    assert!(read.is_ok(), "no answer within 15 s");
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// Sends `head` and `opening`, then a chunk of 10 bytes every half second
@@ -336,16 +392,14 @@ async fn a_huge_declared_body_takes_no_memory_up_front() {
     assert_status(&s.deliver(&d).await, 200, "and still taking deliveries");
 }
 
-/// Bodies are read whole before their signature can be checked, so the
-/// memory they take together is bounded (64 MiB): past that a delivery
-/// waits a little, then gets 503 to retry, instead of the process growing
-/// without end.
+/// Bodies count by what has arrived, never by what they declare: 64
+/// requests announcing 1 MiB each (the default --max-body) and sending one
+/// byte hold nothing, and a delivery goes straight through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bodies_in_memory_together_are_bounded() {
+async fn a_declared_length_holds_no_room() {
+    use std::time::{Duration, Instant};
     use tokio::io::AsyncWriteExt as _;
     let s = inproc::start_default();
-    // 64 requests each announcing a 1 MiB body (the default --max-body)
-    // and sending a few bytes of it.
     let mut held = Vec::new();
     for _ in 0..64 {
         let d = delivery(created_body());
@@ -355,26 +409,84 @@ async fn bodies_in_memory_together_are_bounded() {
         c.write_all(b"{").await.unwrap();
         held.push(c);
     }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let d = delivery(created_body());
-    let r = s.deliver(&d).await;
-    assert_status(&r, 503, "no room left for another body");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    assert_status(
+        &s.deliver(&delivery(created_body())).await,
+        200,
+        "beside them",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Bodies are read whole before their signature can be checked, so the
+/// memory that large ones take together is bounded: past the first 64 KiB
+/// of each, they share 32 MiB, counted as bytes arrive. Once that is taken
+/// another large body waits a little, then gets 503 to retry, instead of
+/// the process growing without end; a small one does not wait at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_in_memory_together_are_bounded() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt as _;
+    let s = inproc::start_default();
+    // 40 bodies of just under 1 MiB each, sent whole but for their last
+    // byte: more than the 32 MiB there is room for.
+    let mut hogs = Vec::new();
+    for _ in 0..40 {
+        let d = delivery(created_body_of_len(1 << 20));
+        let head = raw_head(s.addr, &s.path, &d.headers(), &["content-length: 1048576"]);
+        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        hogs.push(tokio::spawn(async move {
+            c.write_all(&head).await?;
+            c.write_all(&d.body[..d.body.len() - 1]).await?;
+            std::future::pending::<()>().await;
+            Ok::<_, std::io::Error>(c)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let small = delivery(created_body());
+    let started = Instant::now();
+    assert_status(
+        &s.deliver(&small).await,
+        200,
+        "a small delivery beside them",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let large = delivery(created_body_of_len(200_000));
+    let r = s.deliver(&large).await;
+    assert_status(&r, 503, "no room left for another large body");
     assert!(r.text().contains("too many request bodies"), "{}", r.text());
-    drop(held);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_status(&s.deliver(&d).await, 200, "room again once they are gone");
+    for hog in hogs {
+        hog.abort();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_status(
+        &s.deliver(&large).await,
+        200,
+        "room again once they are gone",
+    );
     let metrics = s.get("/metrics").await.text();
     assert!(
-        metrics.contains("clerk_sync_rejections_total{reason=\"busy\"} 1"),
+        metrics.contains("clerk_sync_rejections_total{reason=\"busy\"}"),
         "{metrics}"
     );
 }
 
-/// At most 1024 connections are served at once; the next waits in the
-/// listen queue until one closes, then is served.
+/// At most 1024 connections are served at once. When all are taken, the
+/// one that has waited longest for its client is closed to let the next
+/// in: a crowd of silent connections cannot keep a delivery out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_past_the_limit_wait_their_turn() {
-    use std::time::Duration;
+async fn at_the_connection_limit_the_quietest_connection_makes_room() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncReadExt as _;
     // Both ends of 1025 connections, plus the server's own files.
     if open_file_limit().is_some_and(|n| n < 2200) {
         eprintln!("skipped: the open-file limit is too low for 1025 connections");
@@ -385,6 +497,58 @@ async fn connections_past_the_limit_wait_their_turn() {
     for _ in 0..1024 {
         idle.push(tokio::net::TcpStream::connect(s.addr).await.unwrap());
     }
+    // Quiet long enough to be shed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    assert_status(
+        &s.deliver(&delivery(created_body())).await,
+        200,
+        "the 1025th",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The first one connected was the quietest: it was closed.
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(2), idle[0].read(&mut byte)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the quietest connection is still open: {closed:?}"
+    );
+}
+
+/// A connection whose client is sending is never shed: when every one of
+/// the 1024 is active, the next waits in the listen queue until one closes,
+/// then is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_wait_while_all_are_active() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt as _;
+    if open_file_limit().is_some_and(|n| n < 2200) {
+        eprintln!("skipped: the open-file limit is too low for 1025 connections");
+        return;
+    }
+    let s = inproc::start_default();
+    // Each sends a byte of its headers every 100 ms (the whole header may
+    // take 10 s), so none is ever quiet long enough to be shed.
+    let mut active = Vec::new();
+    for _ in 0..1024 {
+        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        active.push(tokio::spawn(async move {
+            let _ = c
+                .write_all(b"POST /api/clerk-webhook HTTP/1.1\r\nx-slow: ")
+                .await;
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if c.write_all(b"a").await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let d = delivery(created_body());
     let waiting = {
         let (addr, path, headers, body) = (s.addr, s.path.clone(), d.headers(), d.body.clone());
@@ -395,14 +559,19 @@ async fn connections_past_the_limit_wait_their_turn() {
         })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!waiting.is_finished(), "served past the connection limit");
+    assert!(!waiting.is_finished(), "an active connection was shed");
     assert_eq!(count(&s.db(), "webhook_events"), 0);
-    idle.truncate(1000);
+    for c in active.drain(..24) {
+        c.abort();
+    }
     let r = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .expect("served once connections closed")
         .unwrap();
     assert_status(&r, 200, "the waiting delivery");
+    for c in active {
+        c.abort();
+    }
 }
 
 /// Headers far past the 64 KiB read buffer are refused by the HTTP layer

@@ -10,6 +10,8 @@
 
 // A fake of Clerk's Backend API (shapes, limits, faults, TLS) for the import tests.
 mod fake_clerk;
+// Strangers against the real binary: unsent and trickling bodies, connection floods; secrets in output.
+mod hostile;
 // The HTTP contract: status codes, check order, limits, paths, slow and odd clients.
 mod http;
 // The import client against the fake Backend API: paging, 429s, retries, pacing, TLS.
