@@ -1,6 +1,7 @@
-//! Keeping the write-ahead log short: a background checkpointer, and the
-//! last-resort copy of the log into a database file that was moved or whose
-//! log was removed while the writer held it.
+//! Keeping the write-ahead log short: a background checkpointer, emptying
+//! the log after the disk ran out of room, and the last-resort copy of the
+//! log into a database file that was moved or whose log was removed while
+//! the writer held it.
 
 use std::path::Path;
 use std::thread;
@@ -63,6 +64,35 @@ pub(super) fn empty_wal_into_open_file(
     }
 }
 
+/// How long the writer's checkpoint after a lack of room waits for the
+/// background checkpointer or a reader to let go: short, since the writer
+/// holds every delivery meanwhile.
+const MAKE_ROOM_WAIT: Duration = Duration::from_millis(100);
+
+/// Copies every committed frame into the database file and empties the
+/// log (a TRUNCATE checkpoint), on the writer's own connection, so the
+/// room a full disk gets back goes to the database file, which a checkpoint
+/// must grow, rather than to more log. `Ok(false)` when a reader (or the
+/// background checkpointer) kept part of the log in use: what could be
+/// copied was.
+///
+/// # Errors
+/// The checkpoint's own failure, lack of room included.
+pub(super) fn make_room(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.busy_timeout(MAKE_ROOM_WAIT)?;
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+    Ok(busy == 0)
+}
+
+/// Whether `e` says the disk has no room left.
+pub(super) fn out_of_room(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+}
+
+/// A failing background checkpoint is logged at warn at most this often;
+/// the repeats in between at debug.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// Copies committed WAL frames into the database file from its own thread
 /// and connection, so the writer rarely stops for a checkpoint: SQLite's
 /// automatic checkpoint (still on, as the backstop that lets the WAL restart)
@@ -84,6 +114,7 @@ impl Checkpointer {
         let thread = thread::Builder::new()
             .name("db-checkpoint".into())
             .spawn(move || {
+                let mut warned: Option<std::time::Instant> = None;
                 while rx.recv().is_ok() {
                     // Nudges during the delay are folded into this pass; a
                     // stop (the sender dropped) ends the wait at once, since
@@ -99,9 +130,21 @@ impl Checkpointer {
                     }
                     // PASSIVE never waits for readers or the writer; what it
                     // cannot copy now is copied next time.
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::debug!(error = %e, "background checkpoint skipped");
+                    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        Ok(()) => {
+                            if warned.take().is_some() {
+                                tracing::info!("background checkpoints work again");
+                            }
+                        }
+                        Err(e) if warned.is_none_or(|at| at.elapsed() >= FAILURE_LOG_EVERY) => {
+                            tracing::warn!(
+                                error = %e,
+                                "background checkpoint failed: the write-ahead log grows until \
+                                 one succeeds"
+                            );
+                            warned = Some(std::time::Instant::now());
+                        }
+                        Err(e) => tracing::debug!(error = %e, "background checkpoint failed again"),
                     }
                 }
             })

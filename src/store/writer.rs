@@ -7,6 +7,11 @@
 //! rolled back and done again with a savepoint per delivery, so the bad one
 //! rolls back alone. Every delivery is answered only after the commit
 //! that holds it has returned, or with an error if that commit failed.
+//!
+//! A disk that runs out of room is healed without a restart: after a write
+//! fails for lack of room, every batch first empties the write-ahead log
+//! into the database file (see [`Tight`]), and is refused while that fails,
+//! so that the room freed goes to the database file rather than to more log.
 
 use std::path::Path;
 use std::thread;
@@ -16,7 +21,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply::Applier;
-use super::checkpoint::{empty_wal_into_open_file, Checkpointer};
+use super::checkpoint::{empty_wal_into_open_file, make_room, out_of_room, Checkpointer};
 use super::file::DbFile;
 use crate::clock;
 use crate::event::{Delivery, Outcome};
@@ -28,6 +33,12 @@ const MAX_BATCH: usize = 512;
 
 /// Deliveries waiting for the writer; when full, request tasks wait.
 const QUEUE: usize = 4096;
+
+/// How long after the last write that failed for lack of room every batch
+/// still starts with an empty log. The disk was full a moment ago: a burst
+/// that let the log grow as it does on a roomy disk (up to 64 MiB) could
+/// take the room back.
+const TIGHT_FOR: Duration = Duration::from_secs(300);
 
 /// Why a delivery could not be written. Every case is worth a retry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +127,7 @@ fn run(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut file_ok = true;
+    let mut tight: Option<Tight> = None;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -124,7 +136,14 @@ fn run(
                 Err(_) => break,
             }
         }
-        let answers = commit_batch(&mut conn, &mut batch, lock_wait);
+        let answers = match tight.as_mut().map(|t| t.make_room(&conn)) {
+            Some(Err(refused)) => refuse_all(&mut batch, &refused),
+            Some(Ok(())) | None => {
+                let (answers, full) = commit_batch(&mut conn, &mut batch, lock_wait);
+                tight = Tight::after_batch(tight, full);
+                answers
+            }
+        };
         // Checked after the commit, so that no 200 leaves for a batch that
         // went into a file that was removed or replaced meanwhile.
         match file.check() {
@@ -167,17 +186,107 @@ fn run(
     }
 }
 
+/// The writer's state after a write failed for lack of room on the disk.
+///
+/// Before each batch the write-ahead log is copied into the database file
+/// and emptied. While that fails, the batch is refused untried: a write
+/// could still fit in the room freed (a log append needs less than the
+/// checkpoint, which must grow the database file), and would take it, and
+/// the log would then grow into all the room there is while the database
+/// file stays as it was. Once the log is empty, batches are written again,
+/// each into an empty log, until [`TIGHT_FOR`] passes without a write
+/// failing for lack of room.
+struct Tight {
+    last_full: Instant,
+    /// Whether batches are being refused.
+    refusing: bool,
+}
+
+impl Tight {
+    /// Empties the log before a batch; the refusal for the batch when that
+    /// failed for lack of room.
+    fn make_room(&mut self, conn: &Connection) -> Result<(), WriteError> {
+        match make_room(conn) {
+            Ok(_) => {
+                if self.refusing {
+                    tracing::info!(
+                        "room on the disk again: the write-ahead log is copied into the database \
+                         file, and deliveries are written again"
+                    );
+                    self.refusing = false;
+                }
+                Ok(())
+            }
+            Err(e) if out_of_room(&e) => {
+                if !self.refusing {
+                    tracing::warn!(
+                        error = %e,
+                        "no room on the disk to copy the write-ahead log into the database file: \
+                         deliveries are refused (503, Svix retries them) until there is"
+                    );
+                    self.refusing = true;
+                }
+                self.last_full = Instant::now();
+                Err(WriteError::Database(format!("no room on the disk: {e}")))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot empty the write-ahead log");
+                Ok(())
+            }
+        }
+    }
+
+    /// The state after a batch that `full` says failed for lack of room, or
+    /// not.
+    fn after_batch(tight: Option<Tight>, full: bool) -> Option<Tight> {
+        match tight {
+            _ if full => {
+                if tight.is_none() {
+                    tracing::warn!(
+                        "the disk is full: until there is room again, each batch of deliveries \
+                         first empties the write-ahead log into the database file"
+                    );
+                }
+                Some(Tight {
+                    last_full: Instant::now(),
+                    refusing: tight.is_some_and(|t| t.refusing),
+                })
+            }
+            Some(t) if t.last_full.elapsed() >= TIGHT_FOR => {
+                tracing::info!(
+                    "no lack of room for {} s: the write-ahead log may grow as usual again",
+                    TIGHT_FOR.as_secs()
+                );
+                None
+            }
+            other => other,
+        }
+    }
+}
+
+/// Answers every job in `batch` (emptying it) with `refused`.
+fn refuse_all(batch: &mut Vec<Job>, refused: &WriteError) -> Answers {
+    batch
+        .drain(..)
+        .map(|job| (job.reply, Err(refused.clone())))
+        .collect()
+}
+
 type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
 
-/// Writes `batch` (emptying it) and returns each delivery's answer, unsent.
-/// The batch waits for a lock held elsewhere only as long as its oldest
-/// delivery has left of `lock_wait`: one queued behind a batch that spent
-/// the whole wait and failed has already waited that long.
+/// Each delivery's reply channel and its answer, not yet sent.
+type Answers = Vec<(Reply, Result<Outcome, WriteError>)>;
+
+/// Writes `batch` (emptying it) and returns each delivery's answer, unsent,
+/// and whether a write failed for lack of room on the disk. The batch
+/// waits for a lock held elsewhere only as long as its oldest delivery has
+/// left of `lock_wait`: one queued behind a batch that spent the whole
+/// wait and failed has already waited that long.
 fn commit_batch(
     conn: &mut Connection,
     batch: &mut Vec<Job>,
     lock_wait: Duration,
-) -> Vec<(Reply, Result<Outcome, WriteError>)> {
+) -> (Answers, bool) {
     let now = Instant::now();
     let (late, jobs): (Vec<Job>, Vec<Job>) = batch.drain(..).partition(|j| j.deadline < now);
     let mut answers: Vec<_> = late
@@ -185,21 +294,23 @@ fn commit_batch(
         .map(|job| (job.reply, Err(WriteError::Deadline)))
         .collect();
     let Some(oldest) = jobs.iter().map(|j| j.queued).min() else {
-        return answers;
+        return (answers, false);
     };
     let wait = (oldest + lock_wait).saturating_duration_since(now);
+    let mut full = false;
     let written = conn
         .busy_timeout(wait)
-        .and_then(|()| write_all(conn, &jobs));
+        .and_then(|()| write_all(conn, &jobs, &mut full));
     match written {
         Ok(results) => answers.extend(jobs.into_iter().map(|job| job.reply).zip(results)),
         Err(e) => {
             tracing::warn!(error = %e, deliveries = jobs.len(), "batch not committed");
+            full |= out_of_room(&e);
             let err = WriteError::Database(e.to_string());
             answers.extend(jobs.into_iter().map(|job| (job.reply, Err(err.clone()))));
         }
     }
-    answers
+    (answers, full)
 }
 
 fn send_all(answers: impl IntoIterator<Item = (Reply, Result<Outcome, WriteError>)>) {
@@ -212,11 +323,12 @@ fn send_all(answers: impl IntoIterator<Item = (Reply, Result<Outcome, WriteError
 type Results = Vec<Result<Outcome, WriteError>>;
 
 /// One transaction for all `jobs`. The outer error means nothing was
-/// committed; an inner error means that delivery alone was rolled back.
-fn write_all(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Results> {
+/// committed; an inner error means that delivery alone was rolled back
+/// (and sets `full` if that was for lack of room).
+fn write_all(conn: &mut Connection, jobs: &[Job], full: &mut bool) -> rusqlite::Result<Results> {
     match write_together(conn, jobs)? {
         Some(results) => Ok(results),
-        None => write_isolated(conn, jobs),
+        None => write_isolated(conn, jobs, full),
     }
 }
 
@@ -244,7 +356,11 @@ fn write_together(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Optio
 
 /// The careful path: each delivery in its own savepoint, so one that fails
 /// rolls back alone.
-fn write_isolated(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Results> {
+fn write_isolated(
+    conn: &mut Connection,
+    jobs: &[Job],
+    full: &mut bool,
+) -> rusqlite::Result<Results> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let received_at = clock::now_ms();
     let mut applier = Applier::new(&tx)?;
@@ -267,6 +383,7 @@ fn write_isolated(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Resul
                 tx.prepare_cached("ROLLBACK TO delivery")?.execute([])?;
                 tx.prepare_cached("RELEASE delivery")?.execute([])?;
                 tracing::warn!(svix_id = %job.delivery.id, error = %e, "delivery rolled back");
+                *full |= out_of_room(&e);
                 results.push(Err(WriteError::Database(e.to_string())));
             }
         }
@@ -316,7 +433,7 @@ mod tests {
         let (bad, rbad) = job("m2", "user_bad");
         let (c, rc) = job("m3", "user_c");
         let mut batch = vec![a, bad, c];
-        send_all(commit_batch(&mut conn, &mut batch, Duration::from_secs(1)));
+        send_all(commit_batch(&mut conn, &mut batch, Duration::from_secs(1)).0);
         assert_eq!(ra.blocking_recv().unwrap(), Ok(Outcome::Applied));
         assert!(matches!(
             rbad.blocking_recv().unwrap(),
@@ -345,7 +462,7 @@ mod tests {
         let (a, ra) = job("m1", "user_a");
         let (b, rb) = job("m2", "user_b");
         let mut batch = vec![a, b];
-        send_all(commit_batch(&mut conn, &mut batch, Duration::from_secs(1)));
+        send_all(commit_batch(&mut conn, &mut batch, Duration::from_secs(1)).0);
         assert!(matches!(
             ra.blocking_recv().unwrap(),
             Err(WriteError::Database(_))
@@ -367,7 +484,7 @@ mod tests {
         late.deadline = Instant::now() - Duration::from_millis(1);
         let (on_time, ron_time) = job("m2", "user_b");
         let mut batch = vec![late, on_time];
-        send_all(commit_batch(&mut conn, &mut batch, Duration::from_secs(1)));
+        send_all(commit_batch(&mut conn, &mut batch, Duration::from_secs(1)).0);
         assert_eq!(rlate.blocking_recv().unwrap(), Err(WriteError::Deadline));
         assert_eq!(ron_time.blocking_recv().unwrap(), Ok(Outcome::Applied));
         assert_eq!(events(&conn), 1);

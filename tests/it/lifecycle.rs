@@ -727,6 +727,17 @@ impl SmallDisk {
         self.dir.path()
     }
 
+    /// Gives the file system `size` in all, as an operator growing a
+    /// volume would.
+    fn grow(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot grow the tmpfs to {size}");
+    }
+
     /// Writes zeros until the disk is full; returns the filler's path.
     fn fill(&self) -> std::path::PathBuf {
         use std::io::Write as _;
@@ -790,6 +801,102 @@ async fn full_disk_gives_503_then_the_retry_applies() {
     assert!(user_row(&c, &uid).is_some());
     drop(c);
     drop(s);
+    drop(disk);
+}
+
+/// About 2.5 KB of `user.created`, as the full-disk tests send.
+fn a_user_of_2500_bytes() -> Delivery {
+    let mut data = user_data(&unique_user_id(), T0, T0);
+    data["public_metadata"] = json!({ "notes": "" });
+    let base = user_event("user.created", &data).len();
+    data["public_metadata"] = json!({ "notes": "n".repeat(2500usize.saturating_sub(base)) });
+    delivery(user_event("user.created", &data))
+}
+
+/// Sends `deliveries` over 16 connections; the indexes answered 200 and
+/// those refused, each in order. Every one must get an answer.
+async fn send_over_16(s: &Endpoint, deliveries: &[Delivery]) -> (Vec<usize>, Vec<usize>) {
+    let answers: Answers = Arc::new(Mutex::new(Vec::new()));
+    let tasks = send_concurrently(
+        s.addr,
+        &s.path,
+        Arc::new(deliveries.to_vec()),
+        16,
+        answers.clone(),
+    );
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("deliveries answered within 60 s")
+            .unwrap();
+    }
+    let mut answers = answers.lock().unwrap().clone();
+    answers.sort_unstable();
+    assert_eq!(answers.len(), deliveries.len(), "every delivery answered");
+    let (landed, refused): (Vec<_>, Vec<_>) = answers.iter().partition(|(_, st)| *st == Some(200));
+    for (i, st) in &refused {
+        assert_eq!(*st, Some(503), "delivery {i} on a full disk");
+    }
+    (
+        landed.into_iter().map(|(i, _)| i).collect(),
+        refused.into_iter().map(|(i, _)| i).collect(),
+    )
+}
+
+/// After a full disk, the room an operator frees goes to the database file,
+/// not to the write-ahead log: before taking more deliveries the writer
+/// copies the log into the file and empties it, and refuses them while it
+/// cannot. So on a file system grown from 2 to 8 MiB (the data takes about
+/// 3 MB) every refused delivery lands when Svix retries it, without a
+/// restart, and so do the deliveries after; the log stays short. The failed
+/// background checkpoint is logged at warn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_freed_after_a_full_disk_goes_to_the_database() {
+    let Some(disk) = SmallDisk::mount("2m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let db = disk.path().join("tight.db");
+    let mut s = process_at(&db);
+    let first: Vec<Delivery> = (0..600).map(|_| a_user_of_2500_bytes()).collect();
+    let (landed, refused) = send_over_16(&s, &first).await;
+    assert!(!landed.is_empty(), "nothing fitted on 2 MiB");
+    assert!(!refused.is_empty(), "2 MiB did not fill up");
+    let logs = s.logs_once(
+        |l| l.contains("WARN") && l.contains("background checkpoint failed"),
+        Duration::from_secs(5),
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("WARN") && l.contains("background checkpoint failed")),
+        "no warning for the failed checkpoint:\n{logs}"
+    );
+
+    disk.grow("8m");
+    let retries: Vec<Delivery> = refused.iter().map(|&i| first[i].resigned(SECRET)).collect();
+    let (_, refused_again) = send_over_16(&s, &retries).await;
+    assert!(
+        refused_again.is_empty(),
+        "{} of {} retries refused after the disk grew",
+        refused_again.len(),
+        retries.len()
+    );
+    let later: Vec<Delivery> = (0..600).map(|_| a_user_of_2500_bytes()).collect();
+    let (_, refused_later) = send_over_16(&s, &later).await;
+    assert!(
+        refused_later.is_empty(),
+        "{} of 600 later deliveries refused",
+        refused_later.len()
+    );
+    let wal = std::fs::metadata(disk.path().join("tight.db-wal")).map_or(0, |m| m.len());
+    assert!(wal < 1 << 20, "the log is {wal} bytes");
+    let logs = s.logs();
+    assert!(logs.contains("room on the disk again"), "{logs}");
+    assert!(s.stop().success());
+    let c = open_db(&db);
+    assert_eq!(count(&c, "webhook_events"), 1200);
+    assert_eq!(count(&c, "users"), 1200);
+    drop(c);
     drop(disk);
 }
 
