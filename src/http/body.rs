@@ -40,7 +40,8 @@ pub const SMALL_BODY: u64 = 64 * 1024;
 /// Past that a large body waits a little for room, then gets 503 to retry.
 const LARGE_BUDGET: u64 = 32 * 1024 * 1024;
 
-/// The room left in the [`LARGE_BUDGET`], counted in KiB.
+/// The room left in the budget for large bodies (32 MiB, or one
+/// `--max-body` if that is more), counted in KiB.
 pub struct BodyBudget {
     room: Arc<Semaphore>,
     total_kib: u32,
@@ -217,8 +218,8 @@ async fn read_within_limits(
 }
 
 /// Reads and discards what is left of the body of a request that came in
-/// at `started`, up to [`DRAIN_LIMIT`] bytes and `until`, and no longer
-/// than its sender keeps the pace a body must keep.
+/// at `started`, up to 16 MiB and `until`, and no longer than its sender
+/// keeps the pace a body must keep.
 pub async fn drain(mut body: Incoming, started: Instant, until: Instant) {
     let mut seen = 0u64;
     loop {

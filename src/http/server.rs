@@ -44,7 +44,7 @@ const MAX_BUFFER: usize = 64 * 1024;
 const SHED_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Binds `addr` (a name is looked up; its addresses are tried in turn)
-/// with a listen queue of [`BACKLOG`].
+/// with a listen queue as long as the connection limit.
 ///
 /// # Errors
 /// When no address of it can be bound.
