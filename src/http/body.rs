@@ -5,9 +5,9 @@
 //! anyone can send one. What it costs is counted as it arrives, never by
 //! what its headers declare: a stranger who declares a megabyte and sends
 //! nothing holds no memory, and is cut off once it falls behind the pace
-//! below. The first [`SMALL_BODY`] bytes of every body, which is all of any
-//! delivery Clerk sends, need no room in the shared budget, so small bodies
-//! never wait behind large ones.
+//! below. The first [`SMALL_BODY`] bytes of every body, more than a Clerk
+//! delivery takes, need no room in the shared budget, so small bodies never
+//! wait behind large ones.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,9 +30,9 @@ const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// The first bytes of every body, read without drawing on the shared
 /// budget. A connection reads one body at a time, so together these take
-/// at most the connection limit times this (1024 × 64 KiB = 64 MiB). Every
-/// delivery Clerk sends fits: Standard Webhooks payloads are usually under
-/// 20 KB, and Clerk's metadata is at most 8 KB a field.
+/// at most the connection limit times this (1024 × 64 KiB = 64 MiB).
+/// Clerk's deliveries fit with room to spare: Standard Webhooks payloads
+/// are usually under 20 KB, and Clerk's metadata is at most 8 KB a field.
 pub const SMALL_BODY: u64 = 64 * 1024;
 
 /// The bytes of bodies past their first [`SMALL_BODY`], all requests
