@@ -49,11 +49,15 @@ const READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// The database as the request handlers see it: writes go to the writer
 /// thread, reads to the pool, each bounded in time.
 pub struct Store {
-    writer: Writer,
-    readers: ReadPool,
-    file: DbFile,
+    // Fields drop in this order. Every other connection must be closed
+    // before the writer thread closes its own: that last close is what
+    // folds the log back into the database file on a clean stop. The
+    // writer's thread ends once its handle, last here, is gone.
     /// Stops pruning when the store goes.
     _retention: Option<retention::Retention>,
+    readers: ReadPool,
+    file: DbFile,
+    writer: Writer,
 }
 
 impl Store {
