@@ -10,7 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::inproc::{self, InProc, Settings};
-use crate::support::process::{base_command, finish, run_to_end, Options, Process, BIN};
+use crate::support::process::{
+    base_command, finish, is_root, run_to_end, which, Options, Process, BIN,
+};
 use crate::support::*;
 
 const T0: i64 = 1_700_000_000_000;
@@ -1167,22 +1169,6 @@ fn as_nobody(args: &[&str], cwd: &std::path::Path) -> Option<std::process::Comma
         .args(args)
         .current_dir(cwd);
     Some(cmd)
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let uid = s.lines().find(|l| l.starts_with("Uid:"))?;
-            Some(uid.split_whitespace().nth(1)? == "0")
-        })
-        .unwrap_or(false)
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }
 
 /// A `-wal` removed under the running server (a clean-up run by hand) would

@@ -482,19 +482,3 @@ fn listen_address(line: &str) -> Option<SocketAddr> {
         .unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let uid = s.lines().find(|l| l.starts_with("Uid:"))?;
-            Some(uid.split_whitespace().nth(1)? == "0")
-        })
-        .unwrap_or(false)
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}

@@ -379,3 +379,21 @@ pub fn finish(mut cmd: Command, args: &[&str]) -> Finished {
         stderr,
     }
 }
+
+/// Whether the tests run as root (the permission and mount tests need it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let uid = s.lines().find(|l| l.starts_with("Uid:"))?;
+            Some(uid.split_whitespace().nth(1)? == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// Where `program` is on the PATH, if it is.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
