@@ -259,6 +259,16 @@ fn columns(kind: Kind, data: &Fields<'_>, raw: &str) -> Vec<Option<Field>> {
 /// When it is not a JSON object, has no string `id`, repeats a mirrored
 /// field, or is nested too deep.
 pub fn object(kind: Kind, raw: &str, now_ms: i64) -> Result<Object, EventError> {
+    object_owned(kind, raw.to_owned(), now_ms)
+}
+
+/// [`object`], keeping `owned` itself as the stored object when it has no
+/// surrounding whitespace (as a listing's items have), rather than a copy.
+///
+/// # Errors
+/// As [`object`].
+pub fn object_owned(kind: Kind, owned: String, now_ms: i64) -> Result<Object, EventError> {
+    let raw = owned.as_str();
     if !raw.trim_start().starts_with('{') {
         return Err(EventError::NotAnObject);
     }
@@ -274,13 +284,21 @@ pub fn object(kind: Kind, raw: &str, now_ms: i64) -> Result<Object, EventError> 
     if nested_deeper_than(raw, JSON_DEPTH) {
         return Err(EventError::TooDeep);
     }
+    let columns = columns(kind, &data, raw);
+    let created_at = int(data.created_at);
+    let updated_at = int(data.updated_at).unwrap_or(now_ms);
+    let data = if raw.trim().len() == raw.len() {
+        owned
+    } else {
+        raw.trim().to_owned()
+    };
     Ok(Object {
         kind,
         id,
-        columns: columns(kind, &data, raw),
-        created_at: int(data.created_at),
-        updated_at: int(data.updated_at).unwrap_or(now_ms),
-        data: raw.trim().to_owned(),
+        columns,
+        created_at,
+        updated_at,
+        data,
     })
 }
 

@@ -102,13 +102,22 @@ pub(super) struct Checkpointer {
     thread: Option<thread::JoinHandle<()>>,
 }
 
-/// After a commit, wait this long for more before checkpointing, so one
-/// checkpoint covers many commits: under load a busy user's page is then
-/// copied to the database file once per interval, not once per commit.
-const CHECKPOINT_DELAY: Duration = Duration::from_millis(200);
+/// After one of `serve`'s commits, wait this long for more before
+/// checkpointing, so one checkpoint covers many commits: under load a busy
+/// user's page is then copied to the database file once per interval, not
+/// once per commit.
+pub(super) const SERVE_DELAY: Duration = Duration::from_millis(200);
+
+/// An import's commits are thousands of objects each, each page of them
+/// written once: copying them at once keeps the copy beside the merging,
+/// rather than leaving most of it to SQLite's automatic checkpoint, which
+/// the importing thread itself would run once the log reached its limit.
+pub(super) const IMPORT_DELAY: Duration = Duration::ZERO;
 
 impl Checkpointer {
-    pub(super) fn spawn(path: &Path) -> Option<Self> {
+    /// A checkpointer of the database at `path` that copies `delay` after a
+    /// nudge.
+    pub(super) fn spawn(path: &Path, delay: Duration) -> Option<Self> {
         let conn = Connection::open(path).ok()?;
         let (nudge, rx) = std::sync::mpsc::sync_channel::<()>(1);
         let thread = thread::Builder::new()
@@ -119,7 +128,7 @@ impl Checkpointer {
                     // Nudges during the delay are folded into this pass; a
                     // stop (the sender dropped) ends the wait at once, since
                     // the writer's close checkpoints anyway.
-                    let until = std::time::Instant::now() + CHECKPOINT_DELAY;
+                    let until = std::time::Instant::now() + delay;
                     loop {
                         let left = until.saturating_duration_since(std::time::Instant::now());
                         match rx.recv_timeout(left) {

@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rusqlite::{params, Connection, TransactionBehavior};
-use serde_json::value::RawValue;
 
 use super::apply::{Applier, Merge, Origin};
-use super::checkpoint::Checkpointer;
+use super::checkpoint::{self, Checkpointer};
 use super::open_writer;
-use crate::event::{self, Kind, Tombstone};
+use crate::event::{Kind, Object, Tombstone};
 
 /// How long a page waits for the write lock a `serve` holds between its
 /// batches: far longer than any batch takes.
@@ -105,7 +104,9 @@ impl Importer {
                  PRIMARY KEY (kind, id)) WITHOUT ROWID",
         )
         .context("cannot prepare the import")?;
-        let checkpointer = (!dry_run).then(|| Checkpointer::spawn(path)).flatten();
+        let checkpointer = (!dry_run)
+            .then(|| Checkpointer::spawn(path, checkpoint::IMPORT_DELAY))
+            .flatten();
         Ok(Self {
             conn,
             dry_run,
@@ -113,17 +114,13 @@ impl Importer {
         })
     }
 
-    /// Merges one page of `kind` objects (each a JSON object's text), in
-    /// one transaction, noting their ids as listed.
+    /// Merges one page of `kind` objects, read by [`crate::event::object`], in
+    /// one transaction, noting their ids as listed; the counts of what
+    /// merging did (the caller counts what it listed).
     ///
     /// # Errors
     /// When SQLite fails; nothing of the page is then written.
-    pub fn page(
-        &mut self,
-        kind: Kind,
-        objects: &[Box<RawValue>],
-        mode: Mode,
-    ) -> anyhow::Result<Counts> {
+    pub fn page(&mut self, kind: Kind, objects: &[Object], mode: Mode) -> anyhow::Result<Counts> {
         let now = crate::clock::now_ms();
         let dry_run = self.dry_run;
         let tx = self
@@ -133,32 +130,25 @@ impl Importer {
         {
             let mut listed =
                 tx.prepare_cached("INSERT OR IGNORE INTO temp.listed (kind, id) VALUES (?1, ?2)")?;
-            tx.execute_batch("SAVEPOINT page")?;
+            // Only a dry run needs to undo the merge apart from the ids: a
+            // savepoint makes SQLite keep a copy of every page it changes.
+            if dry_run {
+                tx.execute_batch("SAVEPOINT page")?;
+            }
             let mut applier = Applier::new(&tx)?;
-            for raw in objects {
-                counts.listed += 1;
-                let object = match event::object(kind, raw.get(), now) {
-                    Ok(object) => object,
-                    Err(e) => {
-                        tracing::warn!(kind = kind.name(), error = %e, "object passed over");
-                        counts.invalid += 1;
-                        continue;
-                    }
-                };
+            for object in objects {
                 listed.execute(params![kind.name(), object.id])?;
                 counts.count(match mode {
-                    Mode::Merge => applier.merge(&object, now, Origin::Import)?,
-                    Mode::InsertAbsent => applier.insert_absent(&object, now, Origin::Import)?,
+                    Mode::Merge => applier.merge(object, now, Origin::Import)?,
+                    Mode::InsertAbsent => applier.insert_absent(object, now, Origin::Import)?,
                 });
             }
             drop(applier);
             // The listed ids stay either way: a dry run goes on to find
             // what a real one would delete.
-            tx.execute_batch(if dry_run {
-                "ROLLBACK TO page; RELEASE page"
-            } else {
-                "RELEASE page"
-            })?;
+            if dry_run {
+                tx.execute_batch("ROLLBACK TO page; RELEASE page")?;
+            }
         }
         tx.commit()?;
         if let Some(c) = &self.checkpointer {

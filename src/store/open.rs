@@ -15,6 +15,9 @@ use rusqlite::{Connection, OpenFlags};
 use super::paths::{file_len, shm_path, wal_path};
 use super::{ReadPool, SCHEMA, SCHEMA_VERSION};
 
+/// The page size of a database file this creates, in bytes.
+pub const NEW_FILE_PAGE_SIZE: i64 = 8192;
+
 /// Opens (creating if missing) the database for writing, applies the schema
 /// and the pragmas that make it durable and readable while written.
 ///
@@ -28,6 +31,13 @@ pub fn open_writer(path: &Path, busy_timeout: Duration) -> anyhow::Result<Connec
     let conn = Connection::open(path)
         .with_context(|| format!("cannot open database {}", path.display()))?;
     conn.busy_timeout(busy_timeout)?;
+    // Only a new, empty file takes this (an existing one keeps its size).
+    // A user row is about 2.5 KB, so a 4 KiB page holds one and wastes the
+    // rest, and every page is written twice (log, then file): with 8 KiB
+    // pages three rows share one, and an import of 100,000 users runs ~35 %
+    // faster. 16 KiB pages were slower again (each changed index page then
+    // costs 16 KiB of log).
+    conn.pragma_update(None, "page_size", NEW_FILE_PAGE_SIZE)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .with_context(|| format!("{} is not a usable SQLite database", path.display()))?;

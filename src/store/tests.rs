@@ -76,6 +76,34 @@ fn the_writer_skips_the_outcome_check_other_connections_run_it() {
 }
 
 #[test]
+fn new_files_get_the_larger_page_and_old_ones_keep_theirs() {
+    let page_size =
+        |c: &Connection| -> i64 { c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap() };
+    let dir = tempfile::tempdir().unwrap();
+    let new = dir.path().join("new.db");
+    let writer = open_writer(&new, Duration::from_secs(1)).unwrap();
+    assert_eq!(page_size(&writer), open::NEW_FILE_PAGE_SIZE);
+    drop(writer);
+    assert_eq!(
+        page_size(&Connection::open(&new).unwrap()),
+        open::NEW_FILE_PAGE_SIZE
+    );
+
+    // A file an earlier release made, with SQLite's default page.
+    let old = dir.path().join("old.db");
+    let made = Connection::open(&old).unwrap();
+    made.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (x)")
+        .unwrap();
+    assert_eq!(page_size(&made), 4096);
+    drop(made);
+    let writer = open_writer(&old, Duration::from_secs(1)).unwrap();
+    assert_eq!(page_size(&writer), 4096);
+    writer
+        .execute("INSERT INTO users (clerk_id) VALUES ('user_1')", [])
+        .unwrap();
+}
+
+#[test]
 fn a_file_moved_or_replaced_is_told_apart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.db");

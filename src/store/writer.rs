@@ -21,7 +21,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply::Applier;
-use super::checkpoint::{empty_wal_into_open_file, make_room, out_of_room, Checkpointer};
+use super::checkpoint::{self, empty_wal_into_open_file, make_room, out_of_room, Checkpointer};
 use super::file::DbFile;
 use crate::clock;
 use crate::event::{Delivery, Outcome};
@@ -83,7 +83,9 @@ impl Writer {
         lock_wait: Duration,
     ) -> std::io::Result<(Self, thread::JoinHandle<()>)> {
         let (queue, rx) = mpsc::channel(QUEUE);
-        let checkpointer = conn.path().and_then(|p| Checkpointer::spawn(Path::new(p)));
+        let checkpointer = conn
+            .path()
+            .and_then(|p| Checkpointer::spawn(Path::new(p), checkpoint::SERVE_DELAY));
         let handle = thread::Builder::new()
             .name("db-writer".into())
             .spawn(move || run(conn, &file, rx, checkpointer, &metrics, lock_wait))?;

@@ -839,6 +839,10 @@ async fn status_reports_a_damaged_file() {
             |r| r.get(0),
         )
         .unwrap();
+    let page_size: i64 = s
+        .db()
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
     // Zero the first cell pointers of the email index's page: the rows are
     // intact, the index no longer finds them.
     {
@@ -847,7 +851,7 @@ async fn status_reports_a_damaged_file() {
             .write(true)
             .open(&s.db_path)
             .unwrap();
-        f.seek(SeekFrom::Start((root as u64 - 1) * 4096 + 8))
+        f.seek(SeekFrom::Start(((root - 1) * page_size + 8) as u64))
             .unwrap();
         f.write_all(&[0, 0, 0, 0]).unwrap();
     }

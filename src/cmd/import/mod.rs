@@ -28,7 +28,7 @@ use serde_json::{json, value::RawValue};
 
 use super::print_out;
 use crate::cli::ImportArgs;
-use crate::event::Kind;
+use crate::event::{self, Kind, Object};
 use crate::import::{self, ApiClient, ApiError, SecretKey, UserFile, MAX_LIMIT};
 use crate::store::import::{Counts, Importer, Mode};
 use crate::{clock, redact, shutdown};
@@ -37,7 +37,7 @@ use progress::Progress;
 /// Objects merged per transaction, from the API (several of its pages of
 /// 500) or a file. Larger transactions rewrite each index page fewer times;
 /// one still holds the write lock for a few tens of milliseconds only.
-const TX_OBJECTS: usize = 2000;
+const TX_OBJECTS: usize = 1000;
 
 /// How an import ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +155,38 @@ fn kind_of(listing: import::Kind) -> Kind {
     }
 }
 
+/// Objects read for one transaction. They are read here, as they come,
+/// so that the thread merging the previous batch does only SQLite's work.
+#[derive(Default)]
+struct Batch {
+    objects: Vec<Object>,
+    listed: u64,
+    invalid: u64,
+}
+
+impl Batch {
+    /// Reads `raw`, one `kind` object; one that cannot be read is named in
+    /// the log and counted, and the import goes on.
+    fn push(&mut self, kind: Kind, raw: Box<RawValue>) {
+        self.listed += 1;
+        match event::object_owned(kind, Box::<str>::from(raw).into_string(), clock::now_ms()) {
+            Ok(object) => self.objects.push(object),
+            Err(e) => {
+                tracing::warn!(kind = kind.name(), error = %e, "object passed over");
+                self.invalid += 1;
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::try_from(self.listed).unwrap_or(usize::MAX)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.listed == 0
+    }
+}
+
 /// One run's state: the store, the counts, the progress shown.
 struct Run {
     importer: Option<Arc<Mutex<Importer>>>,
@@ -199,11 +231,11 @@ impl Run {
         .await?
     }
 
-    /// Merges a page off the async workers, while the caller fetches on.
+    /// Merges a batch off the async workers, while the caller reads on.
     fn spawn_page(
         &self,
         kind: Kind,
-        page: Vec<Box<RawValue>>,
+        batch: Batch,
         mode: Mode,
     ) -> tokio::task::JoinHandle<anyhow::Result<Counts>> {
         let importer = self.importer.clone();
@@ -212,7 +244,10 @@ impl Run {
             let mut importer = importer
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            importer.page(kind, &page, mode)
+            let mut counts = importer.page(kind, &batch.objects, mode)?;
+            counts.listed = batch.listed;
+            counts.invalid = batch.invalid;
+            Ok(counts)
         })
     }
 
@@ -268,12 +303,14 @@ impl Run {
         let kind = kind_of(listing);
         let mut pages = client.pages(listing, MAX_LIMIT);
         let mut pending: Option<tokio::task::JoinHandle<anyhow::Result<Counts>>> = None;
-        let mut batch: Vec<Box<RawValue>> = Vec::new();
+        let mut batch = Batch::default();
         loop {
             let next = pages.next_page().await;
             let done = match next {
                 Ok(Some(page)) => {
-                    batch.extend(page);
+                    for raw in page {
+                        batch.push(kind, raw);
+                    }
                     false
                 }
                 Ok(None) => true,
@@ -307,7 +344,7 @@ impl Run {
         &mut self,
         kind: Kind,
         pending: Option<tokio::task::JoinHandle<anyhow::Result<Counts>>>,
-        batch: Vec<Box<RawValue>>,
+        batch: Batch,
     ) -> Result<(), Step> {
         if let Some(merging) = pending {
             self.count_merged(kind, merging).await?;
@@ -339,7 +376,7 @@ impl Run {
         let mut file = UserFile::open(path)
             .map_err(|e| Failure::CouldNotStart(format!("{}: {e}", path.display())))?;
         self.counts.entry(Kind::User.name()).or_default();
-        let mut page: Vec<Box<RawValue>> = Vec::with_capacity(TX_OBJECTS);
+        let mut page = Batch::default();
         let mut pending = None;
         let mut csv = false;
         loop {
@@ -348,7 +385,7 @@ impl Run {
             let broken = match record {
                 Some(Ok(r)) => {
                     csv = r.from_csv;
-                    page.push(r.object);
+                    page.push(Kind::User, r.object);
                     None
                 }
                 Some(Err(e)) => Some(format!("{}: {e}", path.display())),

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
 
-use super::{End, Run, Step};
+use super::{Batch, End, Run, Step};
 use crate::clock;
 use crate::event::Kind;
 use crate::import::{ApiClient, MAX_LIMIT};
@@ -98,8 +98,12 @@ impl Run {
         // Objects the listing skipped (offset paging over a changing set)
         // are merged like the others, but not counted as listed again.
         if !found.is_empty() {
+            let mut batch = Batch::default();
+            for raw in found {
+                batch.push(kind, raw);
+            }
             let mut counts = self
-                .spawn_page(kind, found, Mode::Merge)
+                .spawn_page(kind, batch, Mode::Merge)
                 .await
                 .map_err(|e| Step::Store(e.into()))?
                 .map_err(Step::Store)?;
