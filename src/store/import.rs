@@ -2,13 +2,13 @@
 //! same rules as deliveries, in short transactions of their own, and
 //! finding the rows a complete listing did not name.
 //!
-//! Each page is one write transaction (a few milliseconds), so a `serve`
-//! writing the same file waits at most that long for the lock. The ids a
-//! listing names are kept in a temporary table, not in memory, however many
-//! there are.
+//! Batches of objects share a write transaction for at most
+//! [`TX_TIME`], so a `serve` writing the same file waits at most that long
+//! for the lock. The ids a listing names are kept in a temporary table, not
+//! in memory, however many there are.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rusqlite::{params, Connection, TransactionBehavior};
@@ -79,7 +79,26 @@ pub struct Importer {
     /// Dropped before the connection (field order): its close can then
     /// fold the log back.
     checkpointer: Option<Checkpointer>,
+    /// The write transaction merges go into, while one is open.
+    open: Option<Open>,
 }
+
+/// A write transaction several batches share: each commit then rewrites a
+/// hot index page once for thousands of objects, rather than once per
+/// batch.
+struct Open {
+    began: Instant,
+    objects: usize,
+    counts: Vec<(Kind, Counts)>,
+}
+
+/// The most objects one transaction takes.
+const TX_OBJECTS: usize = 10_000;
+
+/// The longest a transaction stays open, which is the longest a `serve`
+/// beside the import waits for the write lock: a small part of its own
+/// deadline.
+const TX_TIME: Duration = Duration::from_millis(200);
 
 impl Drop for Importer {
     fn drop(&mut self) {
@@ -111,50 +130,128 @@ impl Importer {
             conn,
             dry_run,
             checkpointer,
+            open: None,
         })
     }
 
-    /// Merges one page of `kind` objects, read by [`crate::event::object`], in
-    /// one transaction, noting their ids as listed; the counts of what
-    /// merging did (the caller counts what it listed).
+    /// Merges `objects`, all of `kind` and read by
+    /// [`crate::event::object`], into the open write transaction (begun
+    /// here if none is), noting their ids as listed. `counts` holds what
+    /// the caller counted (listed, invalid); what merging did is added,
+    /// and [`Importer::commit`] hands them back once they are committed.
     ///
     /// # Errors
-    /// When SQLite fails; nothing of the page is then written.
-    pub fn page(&mut self, kind: Kind, objects: &[Object], mode: Mode) -> anyhow::Result<Counts> {
-        let now = crate::clock::now_ms();
-        let dry_run = self.dry_run;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut counts = Counts::default();
-        {
-            let mut listed =
-                tx.prepare_cached("INSERT OR IGNORE INTO temp.listed (kind, id) VALUES (?1, ?2)")?;
-            // Only a dry run needs to undo the merge apart from the ids: a
-            // savepoint makes SQLite keep a copy of every page it changes.
-            if dry_run {
-                tx.execute_batch("SAVEPOINT page")?;
-            }
-            let mut applier = Applier::new(&tx)?;
-            for object in objects {
-                listed.execute(params![kind.name(), object.id])?;
-                counts.count(match mode {
-                    Mode::Merge => applier.merge(object, now, Origin::Import)?,
-                    Mode::InsertAbsent => applier.insert_absent(object, now, Origin::Import)?,
-                });
-            }
-            drop(applier);
-            // The listed ids stay either way: a dry run goes on to find
-            // what a real one would delete.
-            if dry_run {
-                tx.execute_batch("ROLLBACK TO page; RELEASE page")?;
+    /// When SQLite fails; the open transaction is then rolled back whole.
+    pub fn merge(
+        &mut self,
+        kind: Kind,
+        objects: &[Object],
+        mode: Mode,
+        mut counts: Counts,
+    ) -> anyhow::Result<()> {
+        if self.open.is_none() {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            self.open = Some(Open {
+                began: Instant::now(),
+                objects: 0,
+                counts: Vec::new(),
+            });
+        }
+        if let Err(e) = self.merge_in_open(kind, objects, mode, &mut counts) {
+            self.open = None;
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+        if let Some(open) = &mut self.open {
+            open.objects += objects.len();
+            match open.counts.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, sum)) => sum.add(&counts),
+                None => open.counts.push((kind, counts)),
             }
         }
-        tx.commit()?;
+        Ok(())
+    }
+
+    fn merge_in_open(
+        &mut self,
+        kind: Kind,
+        objects: &[Object],
+        mode: Mode,
+        counts: &mut Counts,
+    ) -> anyhow::Result<()> {
+        let now = crate::clock::now_ms();
+        let dry_run = self.dry_run;
+        let conn = &self.conn;
+        let mut listed =
+            conn.prepare_cached("INSERT OR IGNORE INTO temp.listed (kind, id) VALUES (?1, ?2)")?;
+        // Only a dry run needs to undo the merge apart from the ids: a
+        // savepoint makes SQLite keep a copy of every page it changes.
+        if dry_run {
+            conn.execute_batch("SAVEPOINT page")?;
+        }
+        let mut applier = Applier::new(conn)?;
+        for object in objects {
+            listed.execute(params![kind.name(), object.id])?;
+            counts.count(match mode {
+                Mode::Merge => applier.merge(object, now, Origin::Import)?,
+                Mode::InsertAbsent => applier.insert_absent(object, now, Origin::Import)?,
+            });
+        }
+        drop(applier);
+        // The listed ids stay either way: a dry run goes on to find what a
+        // real one would delete.
+        if dry_run {
+            conn.execute_batch("ROLLBACK TO page; RELEASE page")?;
+        }
+        Ok(())
+    }
+
+    /// Whether the open transaction has grown or lasted enough to commit.
+    #[must_use]
+    pub fn due(&self) -> bool {
+        self.open
+            .as_ref()
+            .is_some_and(|o| o.objects >= TX_OBJECTS || o.began.elapsed() >= TX_TIME)
+    }
+
+    /// Whether a write transaction is open.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Commits the open write transaction, if any: the counts of what it
+    /// merged, per type.
+    ///
+    /// # Errors
+    /// When SQLite fails; nothing of the transaction is then written.
+    pub fn commit(&mut self) -> anyhow::Result<Vec<(Kind, Counts)>> {
+        let Some(open) = self.open.take() else {
+            return Ok(Vec::new());
+        };
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
         if let Some(c) = &self.checkpointer {
             c.nudge();
         }
-        Ok(counts)
+        tracing::debug!(
+            objects = open.objects,
+            open_ms = open.began.elapsed().as_millis(),
+            "import transaction committed"
+        );
+        Ok(open.counts)
+    }
+
+    /// Refuses a write of its own while merged objects wait for their
+    /// commit: their counts would be lost with them.
+    fn none_open(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.open.is_none(),
+            "an import transaction is still open (a bug: it is committed first)"
+        );
+        Ok(())
     }
 
     /// The live `kind` rows a complete listing begun at `listing_began`
@@ -195,6 +292,7 @@ impl Importer {
     /// # Errors
     /// When SQLite fails; nothing is then written.
     pub fn tombstones(&mut self, kind: Kind, ids: &[String], at: i64) -> anyhow::Result<u64> {
+        self.none_open()?;
         let dry_run = self.dry_run;
         let tx = self
             .conn
@@ -246,6 +344,7 @@ impl Importer {
         result: &str,
         report: &serde_json::Value,
     ) -> anyhow::Result<()> {
+        self.none_open()?;
         if let Some(id) = id {
             self.conn.execute(
                 "UPDATE imports SET finished_at = ?2, result = ?3, report = ?4 WHERE id = ?1",

@@ -524,6 +524,49 @@ async fn a_signal_stops_after_the_page_in_hand_and_a_second_run_completes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_was_fetched_is_committed_while_a_slow_page_is_awaited() {
+    let fake = FakeClerk::start(KEY, everything(3000)).await;
+    let (_dir, db) = tmp_db();
+    fake.set_delay(Duration::from_millis(1500));
+    let mut child = command(&fake, &db, &[]).spawn().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // The first two pages (one batch) are in; the third is slow to come.
+    while fake
+        .requests()
+        .iter()
+        .filter(|s| s.path == "/v1/users")
+        .count()
+        < 3
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the import did not list"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The batch is committed without waiting for the next page, and the
+    // write lock is free while the import waits: a `serve` beside it can
+    // write. The third page is still a second away.
+    let c = open_db(&db);
+    c.busy_timeout(Duration::from_millis(500)).unwrap();
+    let mut seen = 0;
+    while seen < 1000 && tokio::time::Instant::now() < deadline {
+        seen = count(&c, "users");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, 1000, "the fetched batch was not committed");
+    c.execute_batch("BEGIN IMMEDIATE; COMMIT")
+        .expect("the import holds the write lock while it waits for a page");
+    fake.set_delay(Duration::ZERO);
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(count(&c, "active_users"), 3000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beside_a_running_serve_every_delivery_is_answered_200() {
     let fake = FakeClerk::start(
         KEY,

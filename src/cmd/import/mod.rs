@@ -13,6 +13,7 @@
 //! walks. The reconcile of what a listing did not name is in `reconcile`,
 //! what someone watching sees in `progress`.
 
+mod merger;
 mod progress;
 mod reconcile;
 
@@ -32,12 +33,14 @@ use crate::event::{self, Kind, Object};
 use crate::import::{self, ApiClient, ApiError, SecretKey, UserFile, MAX_LIMIT};
 use crate::store::import::{Counts, Importer, Mode};
 use crate::{clock, redact, shutdown};
+use merger::Merger;
 use progress::Progress;
 
-/// Objects merged per transaction, from the API (several of its pages of
-/// 500) or a file. Larger transactions rewrite each index page fewer times;
-/// one still holds the write lock for a few tens of milliseconds only.
-const TX_OBJECTS: usize = 1000;
+/// Objects read before they are handed to the merging thread: two API
+/// pages. Two batches at most are held, one merged and one filling, which
+/// bounds the import's memory however many objects there are; how many
+/// share a transaction is the store's choice.
+const BATCH_OBJECTS: usize = 1000;
 
 /// How an import ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +82,10 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let outcome = match open(&args.db, args.dry_run).await {
         Err(e) => Err(Failure::CouldNotStart(format!("{e:#}"))),
         Ok(importer) => {
+            match Merger::spawn(importer.clone()) {
+                Ok(merger) => run.merger = Some(merger),
+                Err(e) => return could_not_start(&format!("{e:#}")),
+            }
             run.importer = Some(importer);
             let id = run
                 .store(move |i| i.begin_run(started))
@@ -97,6 +104,9 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 Ok(End::Stopped) | Err(Failure::Partway(_)) => "stopped",
                 Err(Failure::CouldNotStart(_)) => "failed",
             };
+            // Every path commits what it merged before it ends; this only
+            // makes sure, before the run's own record is written.
+            let _ = run.flush().await;
             let report = run.report_json(result, source);
             let _ = run.store(move |i| i.finish_run(id, result, &report)).await;
             outcome
@@ -114,11 +124,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         Err(Failure::CouldNotStart(why)) => ("failed", 2, Some(why)),
     };
     if let Some(why) = &problem {
-        let _ = writeln!(
-            std::io::stderr(),
-            "clerk-sync: import: {}",
-            redact::redact(why)
-        );
+        tell(why);
     }
     if code != 2 {
         if args.json {
@@ -128,6 +134,21 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(code))
+}
+
+/// One line on standard error, cut of secrets.
+fn tell(why: &str) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "clerk-sync: import: {}",
+        redact::redact(why)
+    );
+}
+
+/// Exit 2, having said why.
+fn could_not_start(why: &str) -> anyhow::Result<ExitCode> {
+    tell(why);
+    Ok(ExitCode::from(2))
 }
 
 async fn open(db: &Path, dry_run: bool) -> anyhow::Result<Arc<Mutex<Importer>>> {
@@ -179,17 +200,18 @@ impl Batch {
     }
 
     fn len(&self) -> usize {
-        usize::try_from(self.listed).unwrap_or(usize::MAX)
+        self.objects.len() + usize::try_from(self.invalid).unwrap_or(usize::MAX)
     }
 
     fn is_empty(&self) -> bool {
-        self.listed == 0
+        self.len() == 0
     }
 }
 
 /// One run's state: the store, the counts, the progress shown.
 struct Run {
     importer: Option<Arc<Mutex<Importer>>>,
+    merger: Option<Merger>,
     counts: BTreeMap<&'static str, Counts>,
     stopping: Arc<AtomicBool>,
     progress: Progress,
@@ -200,6 +222,7 @@ impl Run {
     fn new(args: &ImportArgs, stopping: Arc<AtomicBool>) -> Self {
         Self {
             importer: None,
+            merger: None,
             counts: BTreeMap::new(),
             stopping,
             progress: Progress::new(),
@@ -231,24 +254,34 @@ impl Run {
         .await?
     }
 
-    /// Merges a batch off the async workers, while the caller reads on.
-    fn spawn_page(
-        &self,
-        kind: Kind,
-        batch: Batch,
-        mode: Mode,
-    ) -> tokio::task::JoinHandle<anyhow::Result<Counts>> {
-        let importer = self.importer.clone();
-        tokio::task::spawn_blocking(move || {
-            let importer = importer.context("no database")?;
-            let mut importer = importer
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut counts = importer.page(kind, &batch.objects, mode)?;
-            counts.listed = batch.listed;
-            counts.invalid = batch.invalid;
-            Ok(counts)
-        })
+    /// Hands `batch` to the merging thread, waiting while it merges the
+    /// one before, and shows what was committed meanwhile.
+    async fn merge(&mut self, kind: Kind, batch: Batch, mode: Mode) -> Result<(), Step> {
+        if !batch.is_empty() {
+            let merger = self.merger.as_ref().ok_or_else(no_database)?;
+            merger.merge(kind, batch, mode).await.map_err(Step::Store)?;
+        }
+        self.show_committed();
+        Ok(())
+    }
+
+    /// Commits everything merged so far and counts it.
+    async fn flush(&mut self) -> Result<(), Step> {
+        let merger = self.merger.as_ref().ok_or_else(no_database)?;
+        let flushed = merger.flush().await;
+        self.show_committed();
+        flushed.map_err(Step::Store)
+    }
+
+    fn show_committed(&mut self) {
+        let committed = self
+            .merger
+            .as_mut()
+            .map(Merger::committed)
+            .unwrap_or_default();
+        for (kind, counts) in committed {
+            self.add(kind, &counts);
+        }
     }
 
     fn add(&mut self, kind: Kind, counts: &Counts) {
@@ -302,7 +335,6 @@ impl Run {
     async fn listing(&mut self, client: &ApiClient, listing: import::Kind) -> Result<End, Step> {
         let kind = kind_of(listing);
         let mut pages = client.pages(listing, MAX_LIMIT);
-        let mut pending: Option<tokio::task::JoinHandle<anyhow::Result<Counts>>> = None;
         let mut batch = Batch::default();
         loop {
             let next = pages.next_page().await;
@@ -316,120 +348,70 @@ impl Run {
                 Ok(None) => true,
                 Err(e) => {
                     // What was fetched is committed before the error is told.
-                    self.merge_now(kind, pending.take(), std::mem::take(&mut batch))
+                    self.merge(kind, std::mem::take(&mut batch), Mode::Merge)
                         .await?;
+                    self.flush().await?;
                     return Err(Step::Api(e));
                 }
             };
             let stopping = self.stopped();
-            if batch.len() >= TX_OBJECTS || done || stopping {
-                if let Some(merging) = pending.take() {
-                    self.count_merged(kind, merging).await?;
-                }
-                if !batch.is_empty() {
-                    pending = Some(self.spawn_page(kind, std::mem::take(&mut batch), Mode::Merge));
-                }
+            if batch.len() >= BATCH_OBJECTS || done || stopping {
+                self.merge(kind, std::mem::take(&mut batch), Mode::Merge)
+                    .await?;
             }
             if done || stopping {
-                if let Some(merging) = pending.take() {
-                    self.count_merged(kind, merging).await?;
-                }
+                self.flush().await?;
                 return Ok(if done { End::Complete } else { End::Stopped });
             }
         }
     }
 
-    /// Waits for `pending`, then merges `batch` and waits for it too.
-    async fn merge_now(
-        &mut self,
-        kind: Kind,
-        pending: Option<tokio::task::JoinHandle<anyhow::Result<Counts>>>,
-        batch: Batch,
-    ) -> Result<(), Step> {
-        if let Some(merging) = pending {
-            self.count_merged(kind, merging).await?;
-        }
-        if !batch.is_empty() {
-            let merging = self.spawn_page(kind, batch, Mode::Merge);
-            self.count_merged(kind, merging).await?;
-        }
-        Ok(())
-    }
-
-    async fn count_merged(
-        &mut self,
-        kind: Kind,
-        merging: tokio::task::JoinHandle<anyhow::Result<Counts>>,
-    ) -> Result<(), Step> {
-        let counts = merging
-            .await
-            .map_err(|e| Step::Store(e.into()))?
-            .map_err(Step::Store)?;
-        self.add(kind, &counts);
-        Ok(())
-    }
-
     /// Users from a file: merged by the guard, or (from a CSV export, with
-    /// no version) inserted only where the mirror lacks them. Each page is
+    /// no version) inserted only where the mirror lacks them. Each batch is
     /// merged while the next is read.
     async fn file(&mut self, path: &Path) -> Result<End, Failure> {
         let mut file = UserFile::open(path)
             .map_err(|e| Failure::CouldNotStart(format!("{}: {e}", path.display())))?;
         self.counts.entry(Kind::User.name()).or_default();
-        let mut page = Batch::default();
-        let mut pending = None;
+        let mut batch = Batch::default();
         let mut csv = false;
+        let partway = |e: Step| match e {
+            Step::Api(e) => Failure::Partway(e.to_string()),
+            Step::Store(e) => Failure::Partway(format!("{e:#}")),
+        };
         loop {
             let record = file.next();
             let end = record.is_none();
             let broken = match record {
                 Some(Ok(r)) => {
                     csv = r.from_csv;
-                    page.push(Kind::User, r.object);
+                    batch.push(Kind::User, r.object);
                     None
                 }
                 Some(Err(e)) => Some(format!("{}: {e}", path.display())),
                 None => None,
             };
-            if page.len() >= TX_OBJECTS || end || broken.is_some() {
-                self.finish_page(pending.take()).await?;
-                if self.stopped() {
-                    return Ok(End::Stopped);
-                }
-                if !page.is_empty() {
-                    let mode = if csv { Mode::InsertAbsent } else { Mode::Merge };
-                    pending = Some(self.spawn_page(Kind::User, std::mem::take(&mut page), mode));
-                }
+            let stopping = self.stopped();
+            if batch.len() >= BATCH_OBJECTS || end || broken.is_some() || stopping {
+                let mode = if csv { Mode::InsertAbsent } else { Mode::Merge };
+                self.merge(Kind::User, std::mem::take(&mut batch), mode)
+                    .await
+                    .map_err(partway)?;
+            }
+            if end || broken.is_some() || stopping {
+                self.flush().await.map_err(partway)?;
             }
             if let Some(why) = broken {
-                self.finish_page(pending.take()).await?;
                 return Err(if self.listed_any() {
                     Failure::Partway(why)
                 } else {
                     Failure::CouldNotStart(why)
                 });
             }
-            if end {
-                self.finish_page(pending.take()).await?;
-                return Ok(End::Complete);
+            if end || stopping {
+                return Ok(if end { End::Complete } else { End::Stopped });
             }
         }
-    }
-
-    /// Waits for a page being merged, and counts it.
-    async fn finish_page(
-        &mut self,
-        pending: Option<tokio::task::JoinHandle<anyhow::Result<Counts>>>,
-    ) -> Result<(), Failure> {
-        let Some(merging) = pending else {
-            return Ok(());
-        };
-        let counts = merging
-            .await
-            .map_err(|e| Failure::Partway(e.to_string()))?
-            .map_err(|e| Failure::Partway(format!("{e:#}")))?;
-        self.add(Kind::User, &counts);
-        Ok(())
     }
 
     fn report_json(&self, result: &str, source: &str) -> serde_json::Value {
@@ -475,6 +457,10 @@ impl Run {
         }
         out
     }
+}
+
+fn no_database() -> Step {
+    Step::Store(anyhow::anyhow!("no database"))
 }
 
 /// A failure in a step, before it is judged.

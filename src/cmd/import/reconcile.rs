@@ -102,13 +102,9 @@ impl Run {
             for raw in found {
                 batch.push(kind, raw);
             }
-            let mut counts = self
-                .spawn_page(kind, batch, Mode::Merge)
-                .await
-                .map_err(|e| Step::Store(e.into()))?
-                .map_err(Step::Store)?;
-            counts.listed = 0;
-            self.add(kind, &counts);
+            batch.listed = 0;
+            self.merge(kind, batch, Mode::Merge).await?;
+            self.flush().await?;
         }
         let confirmed = clock::now_ms();
         let deleted = self
