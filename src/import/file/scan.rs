@@ -91,7 +91,8 @@ impl<R: BufRead> Scanner<R> {
             }
             let mut used = 0;
             let mut finished = false;
-            for &b in buf {
+            while used < buf.len() {
+                let b = buf[used];
                 if scalar {
                     if matches!(b, b',' | b']' | b'}' | b' ' | b'\t' | b'\r' | b'\n') {
                         finished = true;
@@ -100,22 +101,34 @@ impl<R: BufRead> Scanner<R> {
                     used += 1;
                     continue;
                 }
+                if in_string && !escaped {
+                    // Most of a user object is string contents: leap to the
+                    // next byte that can end the string or start a line.
+                    let Some(n) = memchr::memchr3(b'"', b'\\', b'\n', &buf[used..]) else {
+                        used = buf.len();
+                        break;
+                    };
+                    used += n + 1;
+                    match buf[used - 1] {
+                        b'\n' => self.line += 1,
+                        b'\\' => escaped = true,
+                        _ => {
+                            in_string = false;
+                            if depth == 0 {
+                                finished = true;
+                                break;
+                            }
+                        }
+                    }
+                    continue;
+                }
                 used += 1;
                 if b == b'\n' {
                     self.line += 1;
                 }
                 if in_string {
-                    if escaped {
-                        escaped = false;
-                    } else if b == b'\\' {
-                        escaped = true;
-                    } else if b == b'"' {
-                        in_string = false;
-                        if depth == 0 {
-                            finished = true;
-                            break;
-                        }
-                    }
+                    // The byte after a backslash, whatever it is.
+                    escaped = false;
                     continue;
                 }
                 match b {
