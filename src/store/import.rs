@@ -2,10 +2,10 @@
 //! same rules as deliveries, in short transactions of their own, and
 //! finding the rows a complete listing did not name.
 //!
-//! Batches of objects share a write transaction for at most
-//! [`TX_TIME`], so a `serve` writing the same file waits at most that long
-//! for the lock. The ids a listing names are kept in a temporary table, not
-//! in memory, however many there are.
+//! Batches of objects share a write transaction for at most 200 ms, so a
+//! `serve` writing the same file waits at most that long for the lock. The
+//! ids a listing names are kept in a temporary table, not in memory, however
+//! many there are.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
