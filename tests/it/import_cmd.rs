@@ -468,23 +468,31 @@ async fn a_dry_run_writes_nothing_and_reports_what_it_would_do() {
     assert_eq!(std::fs::read(&db).unwrap().len(), before.len());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_signal_stops_after_the_page_in_hand_and_a_second_run_completes() {
-    let fake = FakeClerk::start(KEY, everything(3000)).await;
-    fake.set_delay(Duration::from_millis(400));
-    let (_dir, db) = tmp_db();
-    let child = command(&fake, &db, &["--json"]).spawn().unwrap();
+/// Waits until the import has asked for `n` pages of users.
+async fn wait_for_user_pages(fake: &FakeClerk, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while fake
         .requests()
         .iter()
         .filter(|s| s.path == "/v1/users")
         .count()
-        < 3
+        < n
     {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the import did not list"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_stops_after_the_page_in_hand_and_a_second_run_completes() {
+    let fake = FakeClerk::start(KEY, everything(3000)).await;
+    fake.set_delay(Duration::from_millis(400));
+    let (_dir, db) = tmp_db();
+    let child = command(&fake, &db, &["--json"]).spawn().unwrap();
+    wait_for_user_pages(&fake, 3).await;
     let pid = child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -529,21 +537,9 @@ async fn what_was_fetched_is_committed_while_a_slow_page_is_awaited() {
     let (_dir, db) = tmp_db();
     fake.set_delay(Duration::from_millis(1500));
     let mut child = command(&fake, &db, &[]).spawn().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     // The first two pages (one batch) are in; the third is slow to come.
-    while fake
-        .requests()
-        .iter()
-        .filter(|s| s.path == "/v1/users")
-        .count()
-        < 3
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the import did not list"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_user_pages(&fake, 3).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     // The batch is committed without waiting for the next page, and the
     // write lock is free while the import waits: a `serve` beside it can
     // write. The third page is still a second away.

@@ -176,8 +176,9 @@ fn kind_of(listing: import::Kind) -> Kind {
     }
 }
 
-/// Objects read for one transaction. They are read here, as they come,
-/// so that the thread merging the previous batch does only SQLite's work.
+/// Objects read for one hand-over to the merging thread. They are read
+/// here, as they come, so that the thread merging the previous batch does
+/// only SQLite's work.
 #[derive(Default)]
 struct Batch {
     objects: Vec<Object>,
