@@ -8,6 +8,7 @@
 //! committed, so a slow page, a rate limit or a retry never holds the write
 //! lock that a `serve` beside the import needs.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -35,6 +36,9 @@ enum Work {
 /// The merging thread, and what its commits counted.
 pub(super) struct Merger {
     work: Option<mpsc::SyncSender<Work>>,
+    /// Set by the thread when a merge failed, so the run stops fetching
+    /// rather than reading on to the next flush.
+    failed: Arc<AtomicBool>,
     committed: async_mpsc::UnboundedReceiver<(Kind, Counts)>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -48,24 +52,31 @@ impl Merger {
         // batches at most are held.
         let (work, rx) = mpsc::sync_channel(0);
         let (counted, committed) = async_mpsc::unbounded_channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = failed.clone();
         let thread = thread::Builder::new()
             .name("import-merge".into())
-            .spawn(move || run(&importer, &rx, &counted))
+            .spawn(move || run(&importer, &rx, &counted, &flag))
             .context("cannot start the import's merging thread")?;
         Ok(Self {
             work: Some(work),
+            failed,
             committed,
             thread: Some(thread),
         })
     }
 
     /// Hands `batch` over, waiting (off the async workers) while the
-    /// previous one is merged. A failure comes with the next flush.
+    /// previous one is merged.
     ///
     /// # Errors
-    /// Only when the thread is gone.
+    /// A merge that failed since the last flush, or the thread being gone.
     pub(super) async fn merge(&self, kind: Kind, batch: Batch, mode: Mode) -> anyhow::Result<()> {
-        self.send(Work::Merge(kind, batch, mode)).await
+        self.send(Work::Merge(kind, batch, mode)).await?;
+        if self.failed.load(Ordering::SeqCst) {
+            return self.flush().await;
+        }
+        Ok(())
     }
 
     /// Commits everything handed over so far; the first failure since the
@@ -112,6 +123,7 @@ fn run(
     importer: &Mutex<Importer>,
     rx: &mpsc::Receiver<Work>,
     counted: &async_mpsc::UnboundedSender<(Kind, Counts)>,
+    flag: &AtomicBool,
 ) {
     let lock = || importer.lock().unwrap_or_else(PoisonError::into_inner);
     let commit = |importer: &mut Importer| -> anyhow::Result<()> {
@@ -158,6 +170,7 @@ fn run(
             }
             None => commit(&mut importer),
             Some(Work::Flush(reply)) => {
+                flag.store(false, Ordering::SeqCst);
                 let answer = match failed.take() {
                     Some(e) => Err(e),
                     None => commit(&mut importer),
@@ -168,6 +181,7 @@ fn run(
         };
         if let Err(e) = step {
             failed.get_or_insert(e);
+            flag.store(true, Ordering::SeqCst);
         }
     }
     // Stopped without a flush (the run ended on an error elsewhere): what
