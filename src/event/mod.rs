@@ -259,16 +259,35 @@ fn columns(kind: Kind, data: &Fields<'_>, raw: &str) -> Vec<Option<Field>> {
 /// When it is not a JSON object, has no string `id`, repeats a mirrored
 /// field, or is nested too deep.
 pub fn object(kind: Kind, raw: &str, now_ms: i64) -> Result<Object, EventError> {
-    object_owned(kind, raw.to_owned(), now_ms)
+    object_owned(kind, raw.to_owned(), now_ms).map_err(|(e, _)| e)
 }
 
 /// [`object`], keeping `owned` itself as the stored object when it has no
 /// surrounding whitespace (as a listing's items have), rather than a copy.
 ///
 /// # Errors
-/// As [`object`].
-pub fn object_owned(kind: Kind, owned: String, now_ms: i64) -> Result<Object, EventError> {
-    let raw = owned.as_str();
+/// As [`object`], with `owned` given back, for a caller that says where in
+/// its source the object was.
+pub fn object_owned(
+    kind: Kind,
+    owned: String,
+    now_ms: i64,
+) -> Result<Object, (EventError, String)> {
+    match read_object(kind, &owned, now_ms) {
+        Ok(mut object) => {
+            object.data = if owned.trim().len() == owned.len() {
+                owned
+            } else {
+                owned.trim().to_owned()
+            };
+            Ok(object)
+        }
+        Err(e) => Err((e, owned)),
+    }
+}
+
+/// The object `raw` holds, all but its `data`.
+fn read_object(kind: Kind, raw: &str, now_ms: i64) -> Result<Object, EventError> {
     if !raw.trim_start().starts_with('{') {
         return Err(EventError::NotAnObject);
     }
@@ -284,21 +303,13 @@ pub fn object_owned(kind: Kind, owned: String, now_ms: i64) -> Result<Object, Ev
     if nested_deeper_than(raw, JSON_DEPTH) {
         return Err(EventError::TooDeep);
     }
-    let columns = columns(kind, &data, raw);
-    let created_at = int(data.created_at);
-    let updated_at = int(data.updated_at).unwrap_or(now_ms);
-    let data = if raw.trim().len() == raw.len() {
-        owned
-    } else {
-        raw.trim().to_owned()
-    };
     Ok(Object {
         kind,
         id,
-        columns,
-        created_at,
-        updated_at,
-        data,
+        columns: columns(kind, &data, raw),
+        created_at: int(data.created_at),
+        updated_at: int(data.updated_at).unwrap_or(now_ms),
+        data: String::new(),
     })
 }
 

@@ -22,8 +22,10 @@ const CHANGE: &str = "INSERT INTO changes (object_type, object_id, change, sourc
 /// What merging one object did to its row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Merge {
-    /// A new row, or a tombstone brought back.
+    /// A new row.
     Created,
+    /// A tombstone brought back: in the feed and the counts, a creation.
+    Revived,
     Updated,
     /// The row already held this very object.
     Unchanged,
@@ -205,10 +207,13 @@ impl<'c> Applier<'c> {
                 _ => Merge::Stale,
             },
             Some((_, None)) => Merge::Updated,
-            _ => Merge::Created,
+            Some((_, Some(_))) => Merge::Revived,
+            None => Merge::Created,
         };
         match merge {
-            Merge::Created => self.note(object.kind, &object.id, "created", at, origin)?,
+            Merge::Created | Merge::Revived => {
+                self.note(object.kind, &object.id, "created", at, origin)?;
+            }
             Merge::Updated => self.note(object.kind, &object.id, "updated", at, origin)?,
             Merge::Unchanged | Merge::Stale => {}
         }

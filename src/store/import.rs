@@ -3,9 +3,13 @@
 //! finding the rows a complete listing did not name.
 //!
 //! Batches of objects share a write transaction for at most 200 ms, so a
-//! `serve` writing the same file waits at most that long for the lock. The
-//! ids a listing names are kept in a temporary table, not in memory, however
-//! many there are.
+//! `serve` writing the same file waits at most that long for the lock.
+//!
+//! Only a row the import did not create can be missing from a listing, so
+//! the ids noted for the reconcile (in a temporary table, not in memory,
+//! however many there are) are those of rows that were there before: a
+//! first fill notes none, and its reconcile reads none of the rows it just
+//! wrote.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -41,7 +45,7 @@ pub struct Counts {
 impl Counts {
     fn count(&mut self, merge: Merge) {
         match merge {
-            Merge::Created => self.inserted += 1,
+            Merge::Created | Merge::Revived => self.inserted += 1,
             Merge::Updated => self.updated += 1,
             Merge::Unchanged => self.unchanged += 1,
             Merge::Stale => self.stale += 1,
@@ -63,6 +67,9 @@ impl Counts {
 /// How a page's objects are taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// From a listing the reconcile follows: by the `updated_at` guard,
+    /// noting which rows it named.
+    Listing,
     /// By the `updated_at` guard, as a delivery of the same object.
     Merge,
     /// Only where the mirror has no row: objects without a version (an
@@ -81,6 +88,38 @@ pub struct Importer {
     checkpointer: Option<Checkpointer>,
     /// The write transaction merges go into, while one is open.
     open: Option<Open>,
+    /// Where the mirror stood when the import began.
+    before: Before,
+}
+
+/// The mirror as the import found it: every row the import creates comes
+/// after these, so only rows up to them, and rows a webhook wrote since,
+/// can be missing from a listing.
+struct Before {
+    /// The largest rowid of each table, by [`Kind::ALL`]'s order. The
+    /// mirror never deletes a row, so new rows always come above it.
+    rowids: [i64; 4],
+    /// The last `changes.seq`.
+    seq: i64,
+}
+
+impl Before {
+    fn read(conn: &Connection) -> rusqlite::Result<Self> {
+        let mut rowids = [0; 4];
+        for (rowid, kind) in rowids.iter_mut().zip(Kind::ALL) {
+            let sql = format!("SELECT coalesce(max(rowid), 0) FROM {}", kind.spec().table);
+            *rowid = conn.query_row(&sql, [], |r| r.get(0))?;
+        }
+        let seq = conn.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| {
+            r.get(0)
+        })?;
+        Ok(Self { rowids, seq })
+    }
+
+    fn rowid(&self, kind: Kind) -> i64 {
+        let at = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.rowids[at]
+    }
 }
 
 /// A write transaction several batches share: each commit then rewrites a
@@ -118,11 +157,18 @@ impl Importer {
         // hundreds of thousands of rows go in; still well within the
         // import's memory bound.
         conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
+        // Each commit is not flushed on its own: the run's last commit
+        // ([`Importer::finish_run`]) flushes the log with all of them. A
+        // crash loses at most what the next run merges again, and a
+        // delivery `serve` commits meanwhile still flushes the log up to
+        // itself.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS listed (kind TEXT NOT NULL, id TEXT NOT NULL,
                  PRIMARY KEY (kind, id)) WITHOUT ROWID",
         )
         .context("cannot prepare the import")?;
+        let before = Before::read(&conn).context("cannot read the mirror")?;
         let checkpointer = (!dry_run)
             .then(|| Checkpointer::spawn(path, checkpoint::IMPORT_DELAY))
             .flatten();
@@ -131,12 +177,13 @@ impl Importer {
             dry_run,
             checkpointer,
             open: None,
+            before,
         })
     }
 
     /// Merges `objects`, all of `kind` and read by
     /// [`crate::event::object`], into the open write transaction (begun
-    /// here if none is), noting their ids as listed. `counts` holds what
+    /// here if none is). `counts` holds what
     /// the caller counted (listed, invalid); what merging did is added,
     /// and [`Importer::commit`] hands them back once they are committed.
     ///
@@ -182,26 +229,36 @@ impl Importer {
         let now = crate::clock::now_ms();
         let dry_run = self.dry_run;
         let conn = &self.conn;
-        let mut listed =
-            conn.prepare_cached("INSERT OR IGNORE INTO temp.listed (kind, id) VALUES (?1, ?2)")?;
         // Only a dry run needs to undo the merge apart from the ids: a
         // savepoint makes SQLite keep a copy of every page it changes.
         if dry_run {
             conn.execute_batch("SAVEPOINT page")?;
         }
         let mut applier = Applier::new(conn)?;
+        // A row this import created is not one the reconcile looks for.
+        let mut noted = Vec::new();
         for object in objects {
-            listed.execute(params![kind.name(), object.id])?;
-            counts.count(match mode {
-                Mode::Merge => applier.merge(object, now, Origin::Import)?,
+            let merge = match mode {
+                Mode::Listing | Mode::Merge => applier.merge(object, now, Origin::Import)?,
                 Mode::InsertAbsent => applier.insert_absent(object, now, Origin::Import)?,
-            });
+            };
+            if mode == Mode::Listing && merge != Merge::Created {
+                noted.push(object.id.as_str());
+            }
+            counts.count(merge);
         }
         drop(applier);
-        // The listed ids stay either way: a dry run goes on to find what a
-        // real one would delete.
         if dry_run {
             conn.execute_batch("ROLLBACK TO page; RELEASE page")?;
+        }
+        // Noted outside the savepoint, so they stay in a dry run too: it
+        // goes on to find what a real one would delete.
+        if !noted.is_empty() {
+            let mut listed = conn
+                .prepare_cached("INSERT OR IGNORE INTO temp.listed (kind, id) VALUES (?1, ?2)")?;
+            for id in noted {
+                listed.execute(params![kind.name(), id])?;
+            }
         }
         Ok(())
     }
@@ -257,7 +314,9 @@ impl Importer {
     /// The live `kind` rows a complete listing begun at `listing_began`
     /// (ms) did not name and that were created before it: the ones Clerk
     /// may have deleted while no webhook reached the mirror. With their
-    /// organization, for memberships.
+    /// organization, for memberships. Only rows the mirror held before the
+    /// import, or that a webhook wrote since, are read: the listing named
+    /// every row the import created.
     ///
     /// # Errors
     /// When SQLite fails.
@@ -272,17 +331,29 @@ impl Importer {
         } else {
             "NULL"
         };
+        // Two arms, so that each reads only its own rows: a range of
+        // rowids, and the few rows a webhook wrote while the import ran.
         let sql = format!(
             "SELECT clerk_id, {organization} FROM {table}
-             WHERE deleted_at IS NULL AND (created_at IS NULL OR created_at < ?1)
-               AND clerk_id NOT IN (SELECT id FROM temp.listed WHERE kind = ?2)
+             WHERE rowid <= ?3 AND {unlisted}
+             UNION
+             SELECT clerk_id, {organization} FROM {table}
+             WHERE clerk_id IN (SELECT object_id FROM changes
+                                WHERE seq > ?4 AND object_type = ?2 AND source = 'webhook')
+               AND {unlisted}
              ORDER BY clerk_id",
-            table = spec.table
+            table = spec.table,
+            unlisted = "deleted_at IS NULL AND (created_at IS NULL OR created_at < ?1)
+               AND clerk_id NOT IN (SELECT id FROM temp.listed WHERE kind = ?2)"
         );
         let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(params![listing_began, kind.name()], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
+        let args = params![
+            listing_began,
+            kind.name(),
+            self.before.rowid(kind),
+            self.before.seq
+        ];
+        let rows = stmt.query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -334,7 +405,8 @@ impl Importer {
         Ok(Some(self.conn.last_insert_rowid()))
     }
 
-    /// Records how run `id` ended, with its report.
+    /// Records how run `id` ended, with its report, and makes everything
+    /// the run committed durable.
     ///
     /// # Errors
     /// When SQLite fails.
@@ -345,6 +417,7 @@ impl Importer {
         report: &serde_json::Value,
     ) -> anyhow::Result<()> {
         self.none_open()?;
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
         if let Some(id) = id {
             self.conn.execute(
                 "UPDATE imports SET finished_at = ?2, result = ?3, report = ?4 WHERE id = ?1",

@@ -446,6 +446,7 @@ async fn a_dry_run_writes_nothing_and_reports_what_it_would_do() {
         .users
         .push(fake_clerk::user("user_new", T0 + 1_000_000));
     let before = std::fs::read(&db).unwrap();
+    let asked_before = fake.requests().len();
     let out = import(&fake, &db, &["--json", "--dry-run"]).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let r = out.report();
@@ -453,10 +454,19 @@ async fn a_dry_run_writes_nothing_and_reports_what_it_would_do() {
     assert_eq!(
         (
             r["types"]["user"]["inserted"].as_u64(),
-            r["types"]["user"]["deleted"].as_u64()
+            r["types"]["user"]["deleted"].as_u64(),
+            r["types"]["user"]["unchanged"].as_u64()
         ),
-        (Some(1), Some(1))
+        (Some(1), Some(1), Some(599))
     );
+    // What it listed is remembered although its merges are undone: only
+    // the one user it did not list is looked up.
+    let lookups: Vec<String> = fake.requests()[asked_before..]
+        .iter()
+        .filter(|s| s.path.starts_with("/v1/users/") && s.path != "/v1/users/count")
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(lookups, ["/v1/users/user_000003"]);
     let c = open_db(&db);
     assert_eq!(count(&c, "active_users"), 600);
     assert_eq!(
@@ -563,6 +573,56 @@ async fn what_was_fetched_is_committed_while_a_slow_page_is_awaited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_a_webhook_writes_while_the_import_lists_is_reconciled_too() {
+    let fake = FakeClerk::start(
+        KEY,
+        Data {
+            users: users(1200, T0),
+            ..Data::default()
+        },
+    )
+    .await;
+    let s = inproc::start_default();
+    fake.set_delay(Duration::from_millis(1000));
+    let child = command(&fake, &s.db_path, &["--json"]).spawn().unwrap();
+    wait_for_user_pages(&fake, 1).await;
+    // An old event of a user Clerk has since deleted arrives while the
+    // listing runs: the row is new to the mirror, but the user was created
+    // long before the listing began, and Clerk no longer lists it.
+    let old = T0 - 86_400_000;
+    let d = delivery(user_event(
+        "user.created",
+        &user_data("user_gone", old, old),
+    ));
+    assert_eq!(try_deliver(s.addr, &s.path, &d).await, Some(200));
+    fake.set_delay(Duration::ZERO);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["types"]["user"]["deleted"], 1, "{r}");
+    let c = open_db(&s.db_path);
+    assert!(
+        one::<bool>(
+            &c,
+            "SELECT deleted_at IS NOT NULL FROM users WHERE clerk_id = 'user_gone'"
+        ),
+        "looked up and found gone"
+    );
+    assert_eq!(count(&c, "active_users"), 1200);
+    let lookups: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|s| s.path.starts_with("/v1/users/") && s.path != "/v1/users/count")
+        .map(|s| s.path)
+        .collect();
+    assert_eq!(lookups, ["/v1/users/user_gone"], "and nothing else");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beside_a_running_serve_every_delivery_is_answered_200() {
     let fake = FakeClerk::start(
         KEY,
@@ -638,6 +698,47 @@ async fn over_tls_with_a_trusted_certificate() {
     untrusted.env("SSL_CERT_FILE", dir.path().join("none.pem"));
     let out = finish(&mut untrusted).await;
     assert_eq!(out.code, Some(2), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn a_broken_file_stops_where_it_breaks_and_keeps_what_came_before() {
+    let fake = FakeClerk::start(KEY, Data::default()).await;
+    let (dir, db) = tmp_db();
+    let user = |id: &str| fake_clerk::user(id, T0).to_string();
+    // A user without an id is passed over; a value that is not JSON
+    // stops the file, and nothing after it is read.
+    let text = format!(
+        "{}\n{}\n{{\"id\":\"user_c\"}}\n{{\"object\":\"user\"}}\n{{\"id\": user_d}}\n{}\n",
+        user("user_a"),
+        user("user_b"),
+        user("user_e")
+    );
+    let file = dir.path().join("users.jsonl");
+    std::fs::write(&file, text).unwrap();
+    let out = import(
+        &fake,
+        &db,
+        &["--json", "--from-file", file.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("line 5 (record 5): not valid JSON"),
+        "{}",
+        out.stderr
+    );
+    let r = out.report();
+    assert_eq!(r["types"]["user"]["inserted"], 3, "{r}");
+    assert_eq!(r["types"]["user"]["invalid"], 1, "{r}");
+    let c = open_db(&db);
+    let ids: Vec<String> = c
+        .prepare("SELECT clerk_id FROM users ORDER BY clerk_id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ids, ["user_a", "user_b", "user_c"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

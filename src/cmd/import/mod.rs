@@ -25,11 +25,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use serde_json::{json, value::RawValue};
+use serde_json::json;
 
 use super::print_out;
 use crate::cli::ImportArgs;
-use crate::event::{self, Kind, Object};
+use crate::event::{self, EventError, Kind, Object};
 use crate::import::{self, ApiClient, ApiError, SecretKey, UserFile, MAX_LIMIT};
 use crate::store::import::{Counts, Importer, Mode};
 use crate::{clock, redact, shutdown};
@@ -187,17 +187,27 @@ struct Batch {
 }
 
 impl Batch {
-    /// Reads `raw`, one `kind` object; one that cannot be read is named in
+    /// Reads `text`, one `kind` object; one that cannot be read is named in
     /// the log and counted, and the import goes on.
-    fn push(&mut self, kind: Kind, raw: Box<RawValue>) {
-        self.listed += 1;
-        match event::object_owned(kind, Box::<str>::from(raw).into_string(), clock::now_ms()) {
-            Ok(object) => self.objects.push(object),
-            Err(e) => {
-                tracing::warn!(kind = kind.name(), error = %e, "object passed over");
-                self.invalid += 1;
-            }
+    fn push(&mut self, kind: Kind, text: String) {
+        if let Err((e, _)) = self.try_push(kind, text) {
+            self.pass_over(kind, &e);
         }
+    }
+
+    /// Reads `text`, one `kind` object, giving it back with the reason when
+    /// it cannot be read.
+    fn try_push(&mut self, kind: Kind, text: String) -> Result<(), (EventError, String)> {
+        let object = event::object_owned(kind, text, clock::now_ms())?;
+        self.listed += 1;
+        self.objects.push(object);
+        Ok(())
+    }
+
+    fn pass_over(&mut self, kind: Kind, why: &EventError) {
+        tracing::warn!(kind = kind.name(), error = %why, "object passed over");
+        self.listed += 1;
+        self.invalid += 1;
     }
 
     fn len(&self) -> usize {
@@ -342,14 +352,14 @@ impl Run {
             let done = match next {
                 Ok(Some(page)) => {
                     for raw in page {
-                        batch.push(kind, raw);
+                        batch.push(kind, Box::<str>::from(raw).into_string());
                     }
                     false
                 }
                 Ok(None) => true,
                 Err(e) => {
                     // What was fetched is committed before the error is told.
-                    self.merge(kind, std::mem::take(&mut batch), Mode::Merge)
+                    self.merge(kind, std::mem::take(&mut batch), Mode::Listing)
                         .await?;
                     self.flush().await?;
                     return Err(Step::Api(e));
@@ -357,7 +367,7 @@ impl Run {
             };
             let stopping = self.stopped();
             if batch.len() >= BATCH_OBJECTS || done || stopping {
-                self.merge(kind, std::mem::take(&mut batch), Mode::Merge)
+                self.merge(kind, std::mem::take(&mut batch), Mode::Listing)
                     .await?;
             }
             if done || stopping {
@@ -384,10 +394,23 @@ impl Run {
             let record = file.next();
             let end = record.is_none();
             let broken = match record {
-                Some(Ok(r)) => {
+                Some(Ok(mut r)) => {
                     csv = r.from_csv;
-                    batch.push(Kind::User, r.object);
-                    None
+                    match batch.try_push(Kind::User, std::mem::take(&mut r.object)) {
+                        Ok(()) => None,
+                        Err((e, text)) => {
+                            // Broken JSON stops the file where it breaks;
+                            // a valid value that is no user is passed over.
+                            r.object = text;
+                            match r.check() {
+                                Ok(()) => {
+                                    batch.pass_over(Kind::User, &e);
+                                    None
+                                }
+                                Err(broken) => Some(format!("{}: {broken}", path.display())),
+                            }
+                        }
+                    }
                 }
                 Some(Err(e)) => Some(format!("{}: {e}", path.display())),
                 None => None,

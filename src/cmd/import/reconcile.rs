@@ -100,7 +100,7 @@ impl Run {
         if !found.is_empty() {
             let mut batch = Batch::default();
             for raw in found {
-                batch.push(kind, raw);
+                batch.push(kind, Box::<str>::from(raw).into_string());
             }
             batch.listed = 0;
             self.merge(kind, batch, Mode::Merge).await?;

@@ -11,9 +11,11 @@
 //!   and more.
 //!
 //! A file is never held whole: JSON is cut into its top-level objects by a
-//! small scanner that only tracks strings and nesting, and each object is
-//! then checked by serde_json on its own; CSV goes through the `csv` crate
-//! record by record. Memory is one object, at most [`MAX_RECORD`] bytes.
+//! small scanner that only tracks strings and nesting; CSV goes through the
+//! `csv` crate record by record. Memory is one object, at most
+//! [`MAX_RECORD`] bytes. A JSON object is parsed once, by the caller, which
+//! reads its fields anyway; only when that fails does [`Record::check`]
+//! parse it again, to say where the file is broken.
 //!
 //! A CSV row becomes a user object of Clerk's shape (see [`Record`]), with
 //! only what the export holds: no timestamps, no metadata, and never its
@@ -30,8 +32,6 @@ mod scan;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-
-use serde_json::value::RawValue;
 
 // `self::`: the module below, not the csv crate of the same name.
 use self::csv::CsvRows;
@@ -66,8 +66,10 @@ pub struct Record {
     /// `email_address`, `verification.status` where the export says),
     /// `primary_phone_number_id` and `phone_numbers[]` likewise. The
     /// addresses' ids (`csv_email_0`, ...) are made up, and only tie the
-    /// primary to its entry.
-    pub object: Box<RawValue>,
+    /// primary to its entry. From a JSON file it is one value as the
+    /// scanner cut it, valid UTF-8 but not yet parsed: see
+    /// [`Record::check`].
+    pub object: String,
     /// From a CSV export: not a full object and without `updated_at`, so
     /// to be inserted only where the mirror has no such user.
     pub from_csv: bool,
@@ -75,6 +77,25 @@ pub struct Record {
     pub line: u64,
     /// Its place in the file, from 1 (a CSV's header is not counted).
     pub number: u64,
+}
+
+impl Record {
+    /// Whether the object is valid JSON: for a caller whose own parse of
+    /// it failed, the error that names the line where it breaks.
+    ///
+    /// # Errors
+    /// The object is not valid JSON.
+    pub fn check(&self) -> Result<(), FileError> {
+        serde_json::from_str::<serde::de::IgnoredAny>(&self.object)
+            .map(|_| ())
+            .map_err(|e| {
+                FileError::at(
+                    self.line + e.line().saturating_sub(1) as u64,
+                    Some(self.number),
+                    format!("not valid JSON: {e}"),
+                )
+            })
+    }
 }
 
 /// A file that cannot be read, or a broken record. It names the line and,
@@ -199,8 +220,9 @@ mod tests {
     use serde_json::Value;
     use std::io::Cursor;
 
-    /// Every record of `text`, read through a buffer of `buffer` bytes: a
-    /// small one makes values, strings and lines cross from read to read.
+    /// Every record of `text`, read through a buffer of `buffer` bytes (a
+    /// small one makes values, strings and lines cross from read to read),
+    /// each checked as the import does, up to the first error.
     pub(super) fn read_all(text: &str, buffer: usize) -> (Format, Vec<Result<Record, FileError>>) {
         let file = UserFile::new(BufReader::with_capacity(
             buffer,
@@ -208,7 +230,16 @@ mod tests {
         ))
         .unwrap();
         let format = file.format();
-        (format, file.collect())
+        let mut records = Vec::new();
+        for record in file {
+            let record = record.and_then(|r| r.check().map(|()| r));
+            let broken = record.is_err();
+            records.push(record);
+            if broken {
+                break;
+            }
+        }
+        (format, records)
     }
 
     fn ids(text: &str, buffer: usize) -> (Format, Vec<String>) {
@@ -217,7 +248,7 @@ mod tests {
             .into_iter()
             .map(|r| {
                 let r = r.unwrap();
-                let v: Value = serde_json::from_str(r.object.get()).unwrap();
+                let v: Value = serde_json::from_str(&r.object).unwrap();
                 v["id"].as_str().unwrap().to_owned()
             })
             .collect();
@@ -303,7 +334,7 @@ mod tests {
             let mut count = 0;
             for (i, record) in file.enumerate() {
                 let record = record.unwrap();
-                let v: Value = serde_json::from_str(record.object.get()).unwrap();
+                let v: Value = serde_json::from_str(&record.object).unwrap();
                 assert_eq!(v["id"], format!("user_{i:05}"), "{format:?}");
                 assert_eq!(record.number, i as u64 + 1);
                 count += 1;
