@@ -2,16 +2,18 @@
 //! N realistic users (about 2 KB each), from a local server that speaks the
 //! Backend API's list shapes with no rate limit, and from a JSON file of the
 //! same users; and the importer's peak memory. Every run ends durable (the
-//! importer commits with `synchronous=FULL`) and is checked: every user is
-//! in the database afterwards.
+//! importer's last commit flushes the log with `synchronous=FULL`) and is
+//! checked: every user is in the database afterwards.
 //!
 //! ```text
 //! cargo build --release
 //! cargo run --release --example importbench -- --users 100000
 //! ```
 //!
-//! The server runs in this process on 127.0.0.1, with every page's users
-//! serialized before the clock starts; client and server share the cores.
+//! The server runs in this process on 127.0.0.1, with every page of 500
+//! (the importer's page size) rendered before the clock starts, so that it
+//! does as little as Clerk's remote servers would on this machine; client
+//! and server still share the cores.
 //! Exit status 0 when every run imported every user, 1 otherwise.
 
 use std::convert::Infallible;
@@ -133,25 +135,52 @@ fn param(query: &str, name: &str) -> Option<usize> {
         .ok()
 }
 
+/// The users, and each page of 500 as the list endpoint sends it.
+struct Catalog {
+    users: Vec<String>,
+    pages: Vec<Bytes>,
+}
+
+impl Catalog {
+    const PAGE: usize = 500;
+
+    fn new(users: Vec<String>) -> Self {
+        let pages = users
+            .chunks(Self::PAGE)
+            .map(|page| Bytes::from(format!("[{}]", page.join(","))))
+            .collect();
+        Catalog { users, pages }
+    }
+
+    fn page(&self, offset: usize, limit: usize) -> Bytes {
+        let offset = offset.min(self.users.len());
+        if limit == Self::PAGE && offset % Self::PAGE == 0 {
+            if let Some(page) = self.pages.get(offset / Self::PAGE) {
+                return page.clone();
+            }
+        }
+        let end = (offset + limit).min(self.users.len());
+        Bytes::from(format!("[{}]", self.users[offset..end].join(",")))
+    }
+}
+
 async fn answer(
-    users: Arc<Vec<String>>,
+    catalog: Arc<Catalog>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
     let body = match path {
-        "/v1/users/count" => {
-            json!({"object": "total_count", "total_count": users.len()}).to_string()
-        }
-        "/v1/users" => {
-            let offset = param(query, "offset").unwrap_or(0).min(users.len());
-            let limit = param(query, "limit").unwrap_or(10).min(500);
-            let end = (offset + limit).min(users.len());
-            format!("[{}]", users[offset..end].join(","))
-        }
-        _ => r#"{"data":[],"total_count":0}"#.to_owned(),
+        "/v1/users/count" => Bytes::from(
+            json!({"object": "total_count", "total_count": catalog.users.len()}).to_string(),
+        ),
+        "/v1/users" => catalog.page(
+            param(query, "offset").unwrap_or(0),
+            param(query, "limit").unwrap_or(10).min(500),
+        ),
+        _ => Bytes::from_static(br#"{"data":[],"total_count":0}"#),
     };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Full::new(body));
     response.headers_mut().insert(
         "content-type",
         "application/json".parse().expect("a header value"),
@@ -159,14 +188,14 @@ async fn answer(
     Ok(response)
 }
 
-async fn serve(users: Arc<Vec<String>>) -> anyhow::Result<SocketAddr> {
+async fn serve(catalog: Arc<Catalog>) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let users = users.clone();
+            let catalog = catalog.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| answer(users.clone(), req));
+                let service = hyper::service::service_fn(move |req| answer(catalog.clone(), req));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -235,7 +264,7 @@ fn main() -> ExitCode {
 }
 
 fn bench(args: &Args) -> anyhow::Result<bool> {
-    let users: Arc<Vec<String>> = Arc::new((0..args.users).map(user).collect());
+    let users: Vec<String> = (0..args.users).map(user).collect();
     let bytes: usize = users.iter().map(String::len).sum();
     println!(
         "{} users, {:.0} bytes each on average",
@@ -245,8 +274,10 @@ fn bench(args: &Args) -> anyhow::Result<bool> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("users.json");
     std::fs::write(&file, format!("[{}]", users.join(",\n")))?;
+    let catalog = Arc::new(Catalog::new(users));
+    let users = &catalog.users;
     let runtime = tokio::runtime::Runtime::new()?;
-    let addr = runtime.block_on(serve(users.clone()))?;
+    let addr = runtime.block_on(serve(catalog.clone()))?;
     let url = format!("http://{addr}");
     let mut ok = true;
     for (name, extra) in [
