@@ -234,7 +234,7 @@ impl Importer {
         if dry_run {
             conn.execute_batch("SAVEPOINT page")?;
         }
-        let mut applier = Applier::new(conn)?;
+        let mut applier = Applier::deferring(conn)?;
         // A row this import created is not one the reconcile looks for.
         let mut noted = Vec::new();
         for object in objects {
@@ -247,6 +247,7 @@ impl Importer {
             }
             counts.count(merge);
         }
+        applier.finish()?;
         drop(applier);
         if dry_run {
             conn.execute_batch("ROLLBACK TO page; RELEASE page")?;

@@ -149,6 +149,18 @@ async fn fills_every_table_and_a_second_run_changes_nothing() {
         one::<i64>(&c, "SELECT count(*) FROM changes WHERE source = 'import' AND event_id IS NULL AND change = 'created'"),
         1203 + 3 + 6 + 4
     );
+    // One row per object, in the order they were merged: the listing's.
+    let feed: Vec<(String, i64)> = c
+        .prepare("SELECT object_id, at FROM changes WHERE object_type = 'user' ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let ids: Vec<&str> = feed.iter().map(|(id, _)| id.as_str()).collect();
+    let listed: Vec<String> = (0..1203).map(|i| format!("user_{i:06}")).collect();
+    assert_eq!(ids, listed);
+    assert!(feed.iter().all(|(_, at)| *at > T0), "dated when committed");
     // Every list was read oldest first, 500 at a time.
     let pages: Vec<String> = fake
         .requests()
