@@ -26,8 +26,10 @@ use crate::event::{Kind, Object, Tombstone};
 /// batches: far longer than any batch takes.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-/// SQLite's page cache for the import's connection, in KiB.
-const IMPORT_CACHE_KIB: i64 = 16 * 1024;
+/// SQLite's page cache for the import's connection, in KiB. 12 MiB was as
+/// fast as 16 on 300,000 users, and leaves room for the batches in
+/// flight under the import's memory bound.
+const IMPORT_CACHE_KIB: i64 = 12 * 1024;
 
 /// What merging did, for one object type.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
