@@ -120,6 +120,9 @@ pub struct Applier<'c> {
     /// `changes` also rewrites its `AUTOINCREMENT` counter, so one per
     /// object costs an import a tenth of its merging.
     deferred: Option<Vec<Note>>,
+    /// Whether [`Applier::merge`] first tries a plain insert, which a new
+    /// row needs alone, before reading the row it would guard against.
+    insert_first: bool,
 }
 
 impl<'c> Applier<'c> {
@@ -134,7 +137,16 @@ impl<'c> Applier<'c> {
             user_prior: conn.prepare_cached(&users.prior)?,
             user_upsert: conn.prepare_cached(&users.upsert)?,
             deferred: None,
+            insert_first: false,
         })
+    }
+
+    /// Makes [`Applier::merge`] try a plain insert first: for an import
+    /// that mostly brings rows the mirror lacks (a first fill), one
+    /// statement instead of a look-up and an upsert. Where the row exists
+    /// it costs one look-up more.
+    pub fn insert_first(&mut self, yes: bool) {
+        self.insert_first = yes;
     }
 
     /// An applier for an import, whose changes rows wait for
@@ -250,6 +262,18 @@ impl<'c> Applier<'c> {
             &object.data,
         ]);
         let is_user = object.kind == Kind::User;
+        // A row that is not there has nothing to guard: inserting it is the
+        // whole merge, as the upsert below would have done.
+        if self.insert_first
+            && self
+                .conn
+                .prepare_cached(&sql.insert_absent)?
+                .execute(params_from_iter(&values))?
+                == 1
+        {
+            self.note(object.kind, &object.id, "created", at, origin)?;
+            return Ok(Merge::Created);
+        }
         let prior = self.prior(object.kind, &object.id)?;
         let mut changed = if is_user {
             self.user_upsert.execute(params_from_iter(&values))?

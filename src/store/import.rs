@@ -92,13 +92,16 @@ pub struct Importer {
     open: Option<Open>,
     /// Where the mirror stood when the import began.
     before: Before,
+    /// Per type, by [`Kind::index`]: whether the last batch was mostly
+    /// rows the mirror lacked, so the next one tries inserting first.
+    mostly_new: [bool; 4],
 }
 
 /// The mirror as the import found it: every row the import creates comes
 /// after these, so only rows up to them, and rows a webhook wrote since,
 /// can be missing from a listing.
 struct Before {
-    /// The largest rowid of each table, by [`Kind::ALL`]'s order. The
+    /// The largest rowid of each table, by [`Kind::index`]. The
     /// mirror never deletes a row, so new rows always come above it.
     rowids: [i64; 4],
     /// The last `changes.seq`.
@@ -119,8 +122,7 @@ impl Before {
     }
 
     fn rowid(&self, kind: Kind) -> i64 {
-        let at = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
-        self.rowids[at]
+        self.rowids[kind.index()]
     }
 }
 
@@ -180,6 +182,7 @@ impl Importer {
             checkpointer,
             open: None,
             before,
+            mostly_new: [true; 4],
         })
     }
 
@@ -237,6 +240,8 @@ impl Importer {
             conn.execute_batch("SAVEPOINT page")?;
         }
         let mut applier = Applier::deferring(conn)?;
+        applier.insert_first(self.mostly_new[kind.index()]);
+        let mut created = 0;
         // A row this import created is not one the reconcile looks for.
         let mut noted = Vec::new();
         for object in objects {
@@ -244,13 +249,16 @@ impl Importer {
                 Mode::Listing | Mode::Merge => applier.merge(object, now, Origin::Import)?,
                 Mode::InsertAbsent => applier.insert_absent(object, now, Origin::Import)?,
             };
-            if mode == Mode::Listing && merge != Merge::Created {
+            if merge == Merge::Created {
+                created += 1;
+            } else if mode == Mode::Listing {
                 noted.push(object.id.as_str());
             }
             counts.count(merge);
         }
         applier.finish()?;
         drop(applier);
+        self.mostly_new[kind.index()] = 2 * created > objects.len();
         if dry_run {
             conn.execute_batch("ROLLBACK TO page; RELEASE page")?;
         }
