@@ -9,6 +9,7 @@
 
 mod fields;
 mod kinds;
+mod page;
 mod read;
 
 use serde_json::value::RawValue;
@@ -17,6 +18,7 @@ use serde_json::Value;
 pub use fields::to_millis;
 use fields::{int, nested_deeper_than, primary_email, text, Fields};
 pub use kinds::{action, Action, Column, Field, Kind, Source, Spec, Ty};
+pub use page::objects;
 
 /// A verified delivery, ready for the writer.
 #[derive(Debug, Clone, PartialEq)]
@@ -293,6 +295,17 @@ fn read_object(kind: Kind, raw: &str, now_ms: i64) -> Result<Object, EventError>
     }
     let read: fields::DataObject<'_> =
         serde_json::from_str(raw).map_err(|_| EventError::NotJson)?;
+    from_fields(kind, read, raw, now_ms)
+}
+
+/// The object whose fields were read as `read` from its text `raw`, all
+/// but its `data`.
+fn from_fields(
+    kind: Kind,
+    read: fields::DataObject<'_>,
+    raw: &str,
+    now_ms: i64,
+) -> Result<Object, EventError> {
     if let Some(field) = read.repeated {
         return Err(EventError::RepeatedField(field));
     }

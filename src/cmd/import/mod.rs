@@ -190,8 +190,18 @@ impl Batch {
     /// Reads `text`, one `kind` object; one that cannot be read is named in
     /// the log and counted, and the import goes on.
     fn push(&mut self, kind: Kind, text: String) {
-        if let Err((e, _)) = self.try_push(kind, text) {
-            self.pass_over(kind, &e);
+        self.add(kind, read(kind, text, clock::now_ms()));
+    }
+
+    /// Takes an object already read, or names in the log why it could not
+    /// be and counts it.
+    fn add(&mut self, kind: Kind, read: Result<Object, EventError>) {
+        match read {
+            Ok(object) => {
+                self.listed += 1;
+                self.objects.push(object);
+            }
+            Err(e) => self.pass_over(kind, &e),
         }
     }
 
@@ -199,8 +209,7 @@ impl Batch {
     /// it cannot be read.
     fn try_push(&mut self, kind: Kind, text: String) -> Result<(), (EventError, String)> {
         let object = event::object_owned(kind, text, clock::now_ms())?;
-        self.listed += 1;
-        self.objects.push(object);
+        self.add(kind, Ok(object));
         Ok(())
     }
 
@@ -217,6 +226,11 @@ impl Batch {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// `text` read as one `kind` object.
+fn read(kind: Kind, text: String, now: i64) -> Result<Object, EventError> {
+    event::object_owned(kind, text, now).map_err(|(e, _)| e)
 }
 
 /// One run's state: the store, the counts, the progress shown.
@@ -348,11 +362,17 @@ impl Run {
         let mut pages = client.pages(listing, MAX_LIMIT);
         let mut batch = Batch::default();
         loop {
-            let next = pages.next_page().await;
+            let now = clock::now_ms();
+            let next = pages
+                .next_page_with(
+                    |body| event::objects(kind, body, now),
+                    |raw| read(kind, Box::<str>::from(raw).into_string(), now),
+                )
+                .await;
             let done = match next {
                 Ok(Some(page)) => {
-                    for raw in page {
-                        batch.push(kind, Box::<str>::from(raw).into_string());
+                    for read in page {
+                        batch.add(kind, read);
                     }
                     false
                 }

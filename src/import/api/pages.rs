@@ -83,13 +83,7 @@ impl ApiClient {
         offset: u64,
         limit: u32,
     ) -> Result<Vec<Box<RawValue>>, ApiError> {
-        check_limit(limit)?;
-        let path = format!(
-            "/v1/{}?{}&limit={limit}&offset={offset}",
-            kind.name(),
-            kind.query()
-        );
-        self.list(&path).await
+        self.list(&Listing::Kind(kind).path(offset, limit)?).await
     }
 
     /// One page of an organization's memberships
@@ -104,12 +98,8 @@ impl ApiClient {
         offset: u64,
         limit: u32,
     ) -> Result<Vec<Box<RawValue>>, ApiError> {
-        check_limit(limit)?;
-        let path = format!(
-            "/v1/organizations/{}/memberships?order_by=%2Bcreated_at&limit={limit}&offset={offset}",
-            segment(org_id)?
-        );
-        self.list(&path).await
+        let listing = Listing::OrgMemberships(org_id.to_owned());
+        self.list(&listing.path(offset, limit)?).await
     }
 
     /// A walk over a whole list, a page at a time.
@@ -127,16 +117,32 @@ impl ApiClient {
     }
 
     async fn list(&self, path: &str) -> Result<Vec<Box<RawValue>>, ApiError> {
+        self.list_with(path, |_| None, |raw| raw).await
+    }
+
+    /// The page at `path`: its objects made by `read` from the whole body
+    /// where it can, else each cut out raw and made by `raw`.
+    async fn list_with<T>(
+        &self,
+        path: &str,
+        read: impl FnOnce(&str) -> Option<Vec<T>>,
+        raw: impl FnMut(Box<RawValue>) -> T,
+    ) -> Result<Vec<T>, ApiError> {
         #[derive(Deserialize)]
         struct Page {
             data: Vec<Box<RawValue>>,
         }
         let body = self.get(path, false).await?.unwrap_or_default();
+        if let Some(objects) = std::str::from_utf8(&body).ok().and_then(read) {
+            return Ok(objects);
+        }
         let parsed = match body.iter().find(|b| !b.is_ascii_whitespace()) {
             Some(b'{') => serde_json::from_slice::<Page>(&body).map(|p| p.data),
             _ => serde_json::from_slice::<Vec<Box<RawValue>>>(&body),
         };
-        parsed.map_err(|e| bad_body(path, "a list", &e))
+        parsed
+            .map(|objects| objects.into_iter().map(raw).collect())
+            .map_err(|e| bad_body(path, "a list", &e))
     }
 }
 
@@ -157,6 +163,24 @@ enum Listing {
     OrgMemberships(String),
 }
 
+impl Listing {
+    /// The path of the page of at most `limit` objects from `offset` on.
+    fn path(&self, offset: u64, limit: u32) -> Result<String, ApiError> {
+        check_limit(limit)?;
+        Ok(match self {
+            Listing::Kind(kind) => format!(
+                "/v1/{}?{}&limit={limit}&offset={offset}",
+                kind.name(),
+                kind.query()
+            ),
+            Listing::OrgMemberships(org) => format!(
+                "/v1/organizations/{}/memberships?order_by=%2Bcreated_at&limit={limit}&offset={offset}",
+                segment(org)?
+            ),
+        })
+    }
+}
+
 impl Pages {
     fn new(client: ApiClient, listing: Listing, limit: u32) -> Self {
         Pages {
@@ -174,17 +198,25 @@ impl Pages {
     /// # Errors
     /// See [`ApiError`].
     pub async fn next_page(&mut self) -> Result<Option<Vec<Box<RawValue>>>, ApiError> {
+        self.next_page_with(|_| None, |raw| raw).await
+    }
+
+    /// [`Pages::next_page`], its objects made by `read` from the whole
+    /// body where it can (one pass over it), else each cut out raw and
+    /// made by `raw`.
+    ///
+    /// # Errors
+    /// See [`ApiError`].
+    pub async fn next_page_with<T>(
+        &mut self,
+        read: impl FnOnce(&str) -> Option<Vec<T>>,
+        raw: impl FnMut(Box<RawValue>) -> T,
+    ) -> Result<Option<Vec<T>>, ApiError> {
         if self.done {
             return Ok(None);
         }
-        let page = match &self.listing {
-            Listing::Kind(kind) => self.client.list_page(*kind, self.offset, self.limit).await,
-            Listing::OrgMemberships(org) => {
-                self.client
-                    .list_org_memberships(org, self.offset, self.limit)
-                    .await
-            }
-        }?;
+        let path = self.listing.path(self.offset, self.limit)?;
+        let page = self.client.list_with(&path, read, raw).await?;
         self.offset += page.len() as u64;
         if page.len() < self.limit as usize {
             self.done = true;
