@@ -2,9 +2,10 @@
 //! API, or from an export file.
 //!
 //! Every object goes through the same parser and the same merge rules as a
-//! webhook carrying it. Each page is committed in a transaction of its own
-//! while the next one is fetched, so the import keeps up with what Clerk
-//! serves and a `serve` writing the same file never waits long. A listing
+//! webhook carrying it. Pages are merged on a thread of their own while the
+//! next ones are fetched, in transactions of at most 200 ms, so the import
+//! keeps up with what Clerk serves and a `serve` writing the same file
+//! never waits long. A listing
 //! alone never deletes anything: a live row it did not name, created
 //! before it began, is looked up on its own, and only Clerk's answer that
 //! it is gone makes a tombstone.
@@ -37,9 +38,9 @@ use merger::Merger;
 use progress::Progress;
 
 /// Objects read before they are handed to the merging thread: two API
-/// pages. Two batches at most are held, one merged and one filling, which
-/// bounds the import's memory however many objects there are; how many
-/// share a transaction is the store's choice.
+/// pages. Three batches at most are held (one merged, one waiting, one
+/// filling), which bounds the import's memory however many objects there
+/// are; how many share a transaction is the store's choice.
 const BATCH_OBJECTS: usize = 1000;
 
 /// How an import ended.
