@@ -64,6 +64,11 @@ async fn finish(cmd: &mut tokio::process::Command) -> Out {
     }
 }
 
+/// `import --json --from-file FILE`.
+async fn import_file(fake: &FakeClerk, db: &Path, file: &Path) -> Out {
+    import(fake, db, &["--json", "--from-file", file.to_str().unwrap()]).await
+}
+
 async fn import(fake: &FakeClerk, db: &Path, extra: &[&str]) -> Out {
     finish(&mut command(fake, db, extra)).await
 }
@@ -83,6 +88,23 @@ fn tmp_db() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("mirror.db");
     (dir, db)
+}
+
+/// `n` users and nothing else.
+fn only_users(n: usize) -> Data {
+    Data {
+        users: users(n, T0),
+        ..Data::default()
+    }
+}
+
+/// The users looked up one by one, from request `from` of `fake` on.
+fn user_lookups(fake: &FakeClerk, from: usize) -> Vec<String> {
+    fake.requests()[from..]
+        .iter()
+        .filter(|s| s.path.starts_with("/v1/users/") && s.path != "/v1/users/count")
+        .map(|s| s.path.clone())
+        .collect()
 }
 
 fn everything(n_users: usize) -> Data {
@@ -220,14 +242,7 @@ async fn objects_merge_by_the_webhook_rules() {
             "deleted",
         );
     }
-    let fake = FakeClerk::start(
-        KEY,
-        Data {
-            users: users(4, T0),
-            ..Data::default()
-        },
-    )
-    .await;
+    let fake = FakeClerk::start(KEY, only_users(4)).await;
     let out = import(&fake, &db, &["--json"]).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let r = out.report();
@@ -327,12 +342,7 @@ async fn deletions_are_confirmed_one_by_one_and_a_skipped_object_is_kept() {
     );
     assert_eq!(r["types"]["user"]["deleted"], 1);
     assert_eq!(count(&c, "active_users"), 999);
-    let user_lookups: Vec<String> = fake
-        .requests()
-        .into_iter()
-        .filter(|s| s.path.starts_with("/v1/users/") && s.path != "/v1/users/count")
-        .map(|s| s.path)
-        .collect();
+    let user_lookups = user_lookups(&fake, 0);
     assert_eq!(
         user_lookups.len(),
         2,
@@ -473,12 +483,7 @@ async fn a_dry_run_writes_nothing_and_reports_what_it_would_do() {
     );
     // What it listed is remembered although its merges are undone: only
     // the one user it did not list is looked up.
-    let lookups: Vec<String> = fake.requests()[asked_before..]
-        .iter()
-        .filter(|s| s.path.starts_with("/v1/users/") && s.path != "/v1/users/count")
-        .map(|s| s.path.clone())
-        .collect();
-    assert_eq!(lookups, ["/v1/users/user_000003"]);
+    assert_eq!(user_lookups(&fake, asked_before), ["/v1/users/user_000003"]);
     let c = open_db(&db);
     assert_eq!(count(&c, "active_users"), 600);
     assert_eq!(
@@ -586,14 +591,7 @@ async fn what_was_fetched_is_committed_while_a_slow_page_is_awaited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_a_webhook_writes_while_the_import_lists_is_reconciled_too() {
-    let fake = FakeClerk::start(
-        KEY,
-        Data {
-            users: users(1200, T0),
-            ..Data::default()
-        },
-    )
-    .await;
+    let fake = FakeClerk::start(KEY, only_users(1200)).await;
     let s = inproc::start_default();
     fake.set_delay(Duration::from_millis(1000));
     let child = command(&fake, &s.db_path, &["--json"]).spawn().unwrap();
@@ -625,25 +623,16 @@ async fn a_row_a_webhook_writes_while_the_import_lists_is_reconciled_too() {
         "looked up and found gone"
     );
     assert_eq!(count(&c, "active_users"), 1200);
-    let lookups: Vec<String> = fake
-        .requests()
-        .into_iter()
-        .filter(|s| s.path.starts_with("/v1/users/") && s.path != "/v1/users/count")
-        .map(|s| s.path)
-        .collect();
-    assert_eq!(lookups, ["/v1/users/user_gone"], "and nothing else");
+    assert_eq!(
+        user_lookups(&fake, 0),
+        ["/v1/users/user_gone"],
+        "and nothing else"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beside_a_running_serve_every_delivery_is_answered_200() {
-    let fake = FakeClerk::start(
-        KEY,
-        Data {
-            users: users(20_000, T0),
-            ..Data::default()
-        },
-    )
-    .await;
+    let fake = FakeClerk::start(KEY, only_users(20_000)).await;
     let s = inproc::start_default();
     let mut child = command(&fake, &s.db_path, &["--json"]).spawn().unwrap();
     let deliveries: Vec<Delivery> = (0..400)
@@ -727,12 +716,7 @@ async fn a_broken_file_stops_where_it_breaks_and_keeps_what_came_before() {
     );
     let file = dir.path().join("users.jsonl");
     std::fs::write(&file, text).unwrap();
-    let out = import(
-        &fake,
-        &db,
-        &["--json", "--from-file", file.to_str().unwrap()],
-    )
-    .await;
+    let out = import_file(&fake, &db, &file).await;
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(
         out.stderr.contains("line 5 (record 5): not valid JSON"),
@@ -774,12 +758,7 @@ async fn from_a_file_json_merges_and_csv_only_fills_what_is_missing() {
     let json_file = dir.path().join("users.json");
     let array: Vec<Value> = users(3, T0);
     std::fs::write(&json_file, serde_json::to_vec(&array).unwrap()).unwrap();
-    let out = import(
-        &fake,
-        &db,
-        &["--json", "--from-file", json_file.to_str().unwrap()],
-    )
-    .await;
+    let out = import_file(&fake, &db, &json_file).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let r = out.report();
     assert_eq!(
@@ -800,12 +779,7 @@ async fn from_a_file_json_merges_and_csv_only_fills_what_is_missing() {
          user_csv_only,Ada,Lovelace,ada,ada@x.test,,ada@x.test,,,,,,\n",
     )
     .unwrap();
-    let out = import(
-        &fake,
-        &db,
-        &["--json", "--from-file", csv.to_str().unwrap()],
-    )
-    .await;
+    let out = import_file(&fake, &db, &csv).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let c = open_db(&db);
     assert_eq!(
