@@ -106,7 +106,7 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
-    use crate::event::object_owned;
+    use crate::event::{object_owned, JSON_DEPTH};
 
     const NOW: i64 = 1_700_000_000_000;
 
@@ -139,8 +139,8 @@ mod tests {
     fn one_pass_agrees_with_reading_each_object_alone() {
         let deep = format!(
             "{{\"id\":\"deep\",\"x\":{}1{}}}",
-            "[".repeat(100),
-            "]".repeat(100)
+            "[".repeat(JSON_DEPTH),
+            "]".repeat(JSON_DEPTH)
         );
         let elements = [
             user("u1", "a@x.test"),
@@ -171,6 +171,7 @@ mod tests {
             "trimmed"
         );
         assert_eq!(fast[0].as_ref().unwrap().text("email"), Some("a@x.test"));
+        assert_eq!(fast[8], Err(EventError::TooDeep));
     }
 
     #[test]
