@@ -117,8 +117,8 @@ pub struct Applier<'c> {
     user_upsert: CachedStatement<'c>,
     /// An import's changes rows, while [`Applier::deferring`]: written
     /// many to a statement by [`Applier::finish`]. Each `INSERT` into
-    /// `changes` also rewrites its `AUTOINCREMENT` counter, so one per
-    /// object costs an import a tenth of its merging.
+    /// `changes` also rewrites its `AUTOINCREMENT` counter: one statement
+    /// per object took a tenth of an import's merging thread.
     deferred: Option<Vec<Note>>,
     /// Whether [`Applier::merge`] first tries a plain insert, which a new
     /// row needs alone, before reading the row it would guard against.
